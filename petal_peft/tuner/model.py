@@ -1,0 +1,301 @@
+"""Injection of quality-gated dual-LoRA layers into a model, and the model-level API (quality, merging, proxies)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from peft.tuners.lora import LoraModel
+from peft.tuners.tuners_utils import (
+    BaseTunerLayer,
+    _filter_state_dict_by_key_prefixes,
+    _get_tuner_state_dict_key_prefixes,
+)
+from torch import nn
+
+from ..registry import QUALITY_ESTIMATORS, QUALITY_GATES
+from .config import QualityGatedLoraConfig
+from .layer import QualityGatedLinear
+from .quality_state import QualityState, capture_quality_for_recompute, validate_quality
+from .targets import DEFAULT_TARGET_MODULES, default_target_modules
+
+_PEFT_PREFIX = "base_model.model."
+
+
+class _EstimateThenGate(nn.Module):
+    """pixel_values -> raw score (estimator) -> quality in [0, 1] (gate)."""
+
+    def __init__(self, estimator: nn.Module, gate: nn.Module) -> None:
+        super().__init__()
+        self.estimator = estimator
+        self.gate = gate
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.gate(self.estimator(pixel_values))
+
+
+class QualityGatedLoraModel(LoraModel):
+    """PEFT tuner that turns targeted linear layers into :class:`QualityGatedLinear` layers.
+
+    Use it through ``peft.get_peft_model(model, QualityGatedLoraConfig(...))`` after ``import petal_peft``. The
+    wrapped model then accepts ``quality=`` (float [B] in [0, 1], 1 = high quality) or ``quality_score=`` (raw
+    estimator scores, mapped by the configured gate); with ``quality_estimator`` configured, omitting both computes
+    the quality from ``pixel_values``.
+    """
+
+    prefix: str = "lora_"
+    target_module_mapping = DEFAULT_TARGET_MODULES
+
+    def __init__(self, model: nn.Module, config: Any, adapter_name: str, **kwargs: Any) -> None:
+        # Made before injection (which happens in the base __init__), so every new layer gets the same state.
+        object.__setattr__(self, "_quality_state", QualityState())
+        object.__setattr__(self, "_quality_fns", {})
+        object.__setattr__(self, "_hook_handles", [])
+        super().__init__(model, config, adapter_name, **kwargs)
+        self._install_quality_hooks()
+
+    # ------------------------------------------------------------------------------------------- injection
+    def _prepare_adapter_config(self, peft_config: QualityGatedLoraConfig, model_config: dict) -> Any:
+        if not isinstance(peft_config, QualityGatedLoraConfig):
+            raise TypeError(f"Expected a QualityGatedLoraConfig, got {type(peft_config).__name__}.")
+        if peft_config.target_modules is None:
+            model_type = model_config.get("model_type")
+            default = default_target_modules(model_type)
+            if default is None:
+                raise ValueError(
+                    f"petal-peft has no default target modules for model_type={model_type!r} (defaults exist for "
+                    f"{sorted(DEFAULT_TARGET_MODULES)}). Pass target_modules=[...] naming the linear layers to adapt, "
+                    "e.g. the attention query/key/value projections."
+                )
+            peft_config.target_modules = default
+        return peft_config
+
+    def _create_and_replace(self, lora_config, adapter_name, target, target_name, parent, current_key, **kwargs):
+        if isinstance(parent, nn.MultiheadAttention):
+            raise ValueError(
+                f"Target {current_key!r} lives inside nn.MultiheadAttention, which never calls it as a module: an "
+                "adapter there would silently do nothing. Narrow target_modules to exclude it."
+            )
+        super()._create_and_replace(lora_config, adapter_name, target, target_name, parent, current_key, **kwargs)
+        new_module = getattr(parent, target_name)
+        if isinstance(new_module, QualityGatedLinear):
+            new_module.quality_state = self._quality_state
+
+    @staticmethod
+    def _create_new_module(lora_config, adapter_name, target, **kwargs):
+        base_layer = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
+        if isinstance(target, BaseTunerLayer) and not isinstance(target, QualityGatedLinear):
+            raise ValueError(
+                f"{kwargs.get('target_name')!r} already carries a {type(target).__name__} adapter of another PEFT "
+                "method; quality-gated LoRA cannot be stacked on it."
+            )
+        if not isinstance(base_layer, nn.Linear):
+            raise ValueError(
+                f"Quality-gated LoRA adapts torch.nn.Linear layers only; {kwargs.get('target_name')!r} is a "
+                f"{type(base_layer).__name__}. Narrow target_modules."
+            )
+        if lora_config.fan_in_fan_out:
+            raise ValueError("fan_in_fan_out=True is for transformers' Conv1D layers; nn.Linear targets need False.")
+        for unused in (
+            "loaded_in_8bit",
+            "loaded_in_4bit",
+            "get_apply_tensor_subclass",
+            "device_map",
+            "tied_adapter",
+        ):
+            kwargs.pop(unused, None)
+        return QualityGatedLinear(target, adapter_name, config=lora_config, **kwargs)
+
+    def add_weighted_adapter(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError(
+            "add_weighted_adapter is not supported for quality-gated LoRA: mixing the branches of several adapters "
+            "has no defined gate. Merge proxy encoders instead (merge_and_unload(quality=...))."
+        )
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        self._quality_fns.pop(adapter_name, None)
+
+    # ------------------------------------------------------------------------------------------- quality
+    def _active_config(self, adapter_name: str | None = None) -> QualityGatedLoraConfig:
+        name = adapter_name if adapter_name is not None else self.active_adapters[0]
+        return self.peft_config[name]
+
+    def quality_function(self, adapter_name: str | None = None) -> nn.Module:
+        """The module mapping pixel_values [B, C, H, W] to quality [B], built from the adapter config's settings."""
+        name = adapter_name if adapter_name is not None else self.active_adapters[0]
+        config = self._active_config(name)
+        if config.quality_estimator is None:
+            raise ValueError(
+                "This adapter has no quality estimator configured; pass quality=... per call or set "
+                "QualityGatedLoraConfig(quality_estimator='resolution' | 'brisque' | <registered name>)."
+            )
+        key = json.dumps(config.gate_settings(), sort_keys=True)
+        cached = self._quality_fns.get(name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        estimator = QUALITY_ESTIMATORS.build(
+            config.quality_estimator,
+            image_mean=config.image_mean,
+            image_std=config.image_std,
+            **config.quality_estimator_kwargs,
+        )
+        function = _EstimateThenGate(estimator, self._build_gate(config, estimator)).eval()
+        self._quality_fns[name] = (key, function)
+        return function
+
+    @staticmethod
+    def _build_gate(config: QualityGatedLoraConfig, estimator: nn.Module | None) -> nn.Module:
+        return QUALITY_GATES.build(
+            config.gate_mode,
+            threshold=float(config.gate_threshold),
+            temperature=float(config.gate_temperature),
+            higher_is_better=bool(getattr(estimator, "higher_is_better", True)),
+        )
+
+    @torch.no_grad()
+    def estimate_quality(self, pixel_values: torch.Tensor, adapter_name: str | None = None) -> torch.Tensor:
+        """Quality [B] in [0, 1] of each image, from the configured estimator and gate (no gradients)."""
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
+            shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values)
+            raise ValueError(f"`pixel_values` must be a tensor [B, C, H, W] to estimate quality, got {shape}.")
+        function = self.quality_function(adapter_name).to(pixel_values.device)
+        quality = function(pixel_values.detach())
+        return validate_quality(quality.float(), pixel_values.shape[0], pixel_values.device, name="estimated quality")
+
+    def _gate_scores(self, scores: Any, batch: int | None, device: torch.device | None) -> torch.Tensor:
+        scores = torch.as_tensor(scores, dtype=torch.float32, device=device)
+        if scores.dim() != 1 or (batch is not None and scores.shape[0] != batch):
+            raise ValueError(f"`quality_score` must have shape [{batch}], got {tuple(scores.shape)}.")
+        if not torch.isfinite(scores).all():
+            raise ValueError("`quality_score` contains NaN or infinite values.")
+        config = self._active_config()
+        estimator = self.quality_function().estimator if config.quality_estimator is not None else None
+        gate = self._build_gate(config, estimator).to(scores.device)
+        with torch.no_grad():
+            return validate_quality(gate(scores).float(), batch, device)
+
+    def _install_quality_hooks(self) -> None:
+        self._remove_quality_hooks()
+        self._hook_handles.append(self.model.register_forward_pre_hook(self._quality_pre_hook, with_kwargs=True))
+        self._hook_handles.append(
+            self.model.register_forward_hook(self._quality_post_hook, with_kwargs=True, always_call=True)
+        )
+
+    def _remove_quality_hooks(self) -> None:
+        while self._hook_handles:
+            self._hook_handles.pop().remove()
+
+    def _quality_pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        quality = kwargs.pop("quality", None)
+        scores = kwargs.pop("quality_score", None)
+        misspelt = [key for key in kwargs if "qual" in key.lower()]
+        if misspelt:
+            raise TypeError(f"Unknown keyword argument(s) {misspelt}; did you mean `quality=` or `quality_score=`?")
+        pixel_values = kwargs.get("pixel_values")
+        if pixel_values is None and args and isinstance(args[0], torch.Tensor):
+            pixel_values = args[0]
+        batch = pixel_values.shape[0] if isinstance(pixel_values, torch.Tensor) else None
+        device = pixel_values.device if isinstance(pixel_values, torch.Tensor) else None
+        if quality is not None and scores is not None:
+            raise ValueError("Pass either `quality=` or `quality_score=`, not both.")
+        if quality is not None:
+            value = validate_quality(quality, batch, device)
+        elif scores is not None:
+            value = self._gate_scores(scores, batch, device)
+        elif pixel_values is not None and self._needs_quality() and self._active_config().quality_estimator:
+            value = self.estimate_quality(pixel_values)
+        else:
+            value = None  # a gated layer that needs it raises a clear error
+        self._quality_state.quality = value
+        if module.training and torch.is_grad_enabled():
+            self._capture_quality_in_checkpointing()
+        return args, kwargs
+
+    def _quality_post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        self._quality_state.quality = None
+
+    def _needs_quality(self) -> bool:
+        return any(
+            isinstance(m, QualityGatedLinear) and not m.disable_adapters and not m.merged for m in self.model.modules()
+        )
+
+    def _capture_quality_in_checkpointing(self) -> None:
+        # transformers re-runs a checkpointed block's forward during backward; make it see its forward-time quality.
+        for layer in self.model.modules():
+            if getattr(layer, "gradient_checkpointing", False) is True and hasattr(
+                layer, "_gradient_checkpointing_func"
+            ):
+                layer._gradient_checkpointing_func = capture_quality_for_recompute(
+                    self._quality_state, layer._gradient_checkpointing_func
+                )
+
+    # ------------------------------------------------------------------------------------------- merging
+    @contextlib.contextmanager
+    def _merge_quality(self, quality: float | None) -> Iterator[None]:
+        if quality is None:
+            raise ValueError(
+                "A quality-gated adapter merges exactly at one fixed quality: pass quality=1.0 for the high-quality "
+                "(gallery) encoder, quality=0.0 for the low-quality (probe) encoder, or any value in [0, 1]."
+            )
+        quality = float(quality)
+        if not 0.0 <= quality <= 1.0:
+            raise ValueError(f"quality must lie in [0, 1], got {quality}.")
+        layers = [m for m in self.model.modules() if isinstance(m, QualityGatedLinear)]
+        # PEFT's merge/unload machinery calls layer.merge(safe_merge=..., adapter_names=...): the layers take the
+        # quality for those calls from here.
+        for layer in layers:
+            layer.default_merge_quality = quality
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.default_merge_quality = None
+
+    def merge_adapter(
+        self, adapter_names: list[str] | None = None, safe_merge: bool = False, quality: float | None = None
+    ) -> None:
+        """Merge the active adapters into the base weights at a fixed ``quality`` (undo with unmerge_adapter)."""
+        with self._merge_quality(quality):
+            super().merge_adapter(adapter_names=adapter_names, safe_merge=safe_merge)
+
+    def merge_and_unload(
+        self,
+        quality: float | None = None,
+        progressbar: bool = False,
+        safe_merge: bool = False,
+        adapter_names: list[str] | None = None,
+    ) -> nn.Module:
+        """Merge at a fixed ``quality`` and return the plain base model (exact: the layer is linear in quality)."""
+        with self._merge_quality(quality):
+            return self._unload_and_optionally_merge(
+                progressbar=progressbar, safe_merge=safe_merge, adapter_names=adapter_names
+            )
+
+    def _unload_and_optionally_merge(self, *args: Any, **kwargs: Any) -> nn.Module:
+        model = super()._unload_and_optionally_merge(*args, **kwargs)
+        self._remove_quality_hooks()
+        return model
+
+    # ------------------------------------------------------------------------------------------- loading
+    @classmethod
+    def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
+        remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
+        model_state = model.state_dict()
+        prefixes = _get_tuner_state_dict_key_prefixes(model, adapter_name=adapter_name)
+        expected = {k.removeprefix(_PEFT_PREFIX) for k in _filter_state_dict_by_key_prefixes(model_state, prefixes)}
+        known = {k.removeprefix(_PEFT_PREFIX) for k in model_state}
+        given = {k.removeprefix(_PEFT_PREFIX) for k in remapped}
+        unexpected = sorted(given - known)
+        missing = sorted(expected - given)
+        if unexpected or missing:
+            raise ValueError(
+                f"The adapter weights for {adapter_name!r} do not match this model: missing {missing[:8]}"
+                f"{' ...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
+                f"{' ...' if len(unexpected) > 8 else ''}. Was it trained on a different base model or with "
+                "different target_modules / r?"
+            )
+        return remapped

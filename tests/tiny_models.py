@@ -1,0 +1,100 @@
+"""Tiny random vision transformers for tests (no downloads)."""
+
+from __future__ import annotations
+
+import torch
+import transformers as T
+
+IMAGE = 32
+
+
+def tiny_vit(seed: int = 0) -> T.ViTModel:
+    torch.manual_seed(seed)
+    config = T.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=IMAGE,
+        patch_size=8,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    return T.ViTModel(config).eval()
+
+
+def tiny_model(kind: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    if kind == "vit":
+        return tiny_vit(seed)
+    if kind == "deit":
+        return T.DeiTModel(
+            T.DeiTConfig(
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=64,
+                image_size=IMAGE,
+                patch_size=8,
+            )
+        ).eval()
+    if kind == "dinov2":
+        return T.Dinov2Model(
+            T.Dinov2Config(
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                mlp_ratio=2,
+                image_size=IMAGE,
+                patch_size=8,
+            )
+        ).eval()
+    if kind == "swin":
+        return T.SwinModel(
+            T.SwinConfig(embed_dim=16, depths=[1, 1], num_heads=[2, 2], image_size=IMAGE, patch_size=4, window_size=4)
+        ).eval()
+    if kind == "clip":
+        return T.CLIPVisionModelWithProjection(
+            T.CLIPVisionConfig(
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=64,
+                image_size=IMAGE,
+                patch_size=8,
+                projection_dim=16,
+            )
+        ).eval()
+    if kind == "siglip":
+        return T.SiglipVisionModel(
+            T.SiglipVisionConfig(
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=64,
+                image_size=IMAGE,
+                patch_size=8,
+            )
+        ).eval()
+    raise ValueError(kind)
+
+
+def randomize_adapters(model: torch.nn.Module, seed: int = 1, std: float = 0.2) -> None:
+    """Give every LoRA factor non-zero values (B starts at zero, which would hide bugs)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+
+
+def images(batch: int = 3, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, 3, IMAGE, IMAGE, generator=torch.Generator().manual_seed(seed))
+
+
+def embedding(output) -> torch.Tensor:
+    for name in ("image_embeds", "pooler_output", "last_hidden_state"):
+        value = getattr(output, name, None)
+        if value is not None:
+            return value
+    raise AssertionError("no embedding in output")
