@@ -1,6 +1,7 @@
 """Gradient checkpointing, torch.compile and DDP give the same results as plain eager training."""
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -86,6 +87,12 @@ DDP_SCRIPT = textwrap.dedent(
 )
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_ddp_two_processes_match_one_process_on_the_full_batch(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT.format(here=HERE, out=str(tmp_path / "grads.pt")))
@@ -100,7 +107,7 @@ def test_ddp_two_processes_match_one_process_on_the_full_batch(tmp_path):
             "--master_addr",
             "127.0.0.1",
             "--master_port",
-            "29517",
+            str(free_port()),
             str(script),
         ],
         check=True,
