@@ -1,0 +1,180 @@
+"""The ``petal-peft`` command line. Subcommands are argparse subparsers; each module adds its own.
+
+``petal-peft eval --model BASE [--adapter DIR | --proxy-encoders DIR] --benchmark tinyface \
+    --data DIR --out DIR``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from petal_peft.evaluation import EVALUATORS
+
+    p = parser
+    p.add_argument("--model", required=True, help="base model: local folder or Hub id (loaded with AutoModel)")
+    p.add_argument("--adapter", help="folder of a quality-gated adapter (PeftModel.from_pretrained)")
+    p.add_argument(
+        "--proxy-encoders",
+        help="folder written by petal_peft.export_proxy_encoders (gallery_encoder/, probe_encoder/)",
+    )
+    p.add_argument("--benchmark", required=True, choices=EVALUATORS.names(), help="which benchmark protocol")
+    p.add_argument("--data", required=True, help="benchmark data: TinyFace folder, .bin / pair list, IJB root")
+    p.add_argument("--out", required=True, help="output folder for the JSON report and plots")
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        choices=("plain", "gate", "proxy"),
+        help="embedding modes to run and compare: plain = base model without adapter, gate = adapter with "
+        "per-image quality, proxy = encoders merged at q=1 (gallery) / q=0 (probe). Default: all that apply.",
+    )
+    p.add_argument(
+        "--quality-estimator", help="registered quality estimator for the gate mode (overrides the adapter's)"
+    )
+    p.add_argument("--quality-estimator-kwargs", type=json.loads, default={}, help="JSON dict for the estimator")
+    p.add_argument(
+        "--pair-role",
+        choices=("gallery", "probe"),
+        default="gallery",
+        help="proxy mode on verification / IJB: which encoder embeds both sides of a pair (default: gallery, q=1)",
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for image decoding")
+    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    p.add_argument("--no-flip", action="store_true", help="disable the flip test (not the paper's protocol)")
+    p.add_argument("--image-size", type=int, help="input size (default: the model config's image_size)")
+    p.add_argument("--image-mean", type=float, nargs="+", help="normalisation mean (1 or 3 values)")
+    p.add_argument("--image-std", type=float, nargs="+", help="normalisation std (1 or 3 values)")
+    p.add_argument("--ranks", type=int, nargs="+", default=[1, 5, 10, 20], help="tinyface: CMC ranks to report")
+    p.add_argument("--ijb-subset", choices=("ijbb", "ijbc"), help="ijb: which set (default: detected from meta/)")
+    p.add_argument(
+        "--tar-method",
+        choices=("nearest", "at_most"),
+        default="nearest",
+        help="ijb: TAR at the ROC point nearest to each FAR (insightface/CVLface) or best with FAR <= target",
+    )
+    p.add_argument("--no-detector-score", action="store_true", help="ijb: do not weight images by detector score")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_eval)
+    return p
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import torch
+    from transformers import AutoModel
+
+    from petal_peft.evaluation import build_embedders, build_transform, evaluate
+    from petal_peft.evaluation.run import resolve_device
+
+    device = resolve_device(args.device)
+    dtype = getattr(torch, args.dtype)
+    base = AutoModel.from_pretrained(args.model, dtype=dtype)
+    base.to(device).eval()
+    embedders, settings = build_embedders(
+        base,
+        adapter_path=args.adapter,
+        proxy_encoders_path=args.proxy_encoders,
+        modes=args.modes,
+        quality_estimator=args.quality_estimator,
+        quality_estimator_kwargs=args.quality_estimator_kwargs,
+        pair_role=args.pair_role,
+        flip=not args.no_flip,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        device=device,
+        progress=not args.no_progress,
+    )
+    transform = build_transform(
+        base,
+        args.model,
+        image_size=args.image_size,
+        image_mean=args.image_mean,
+        image_std=args.image_std,
+        adapter_settings=settings,
+    )
+    options: dict = {}
+    if args.benchmark == "tinyface":
+        options["ranks"] = args.ranks
+    elif args.benchmark == "ijb":
+        options.update(
+            subset=args.ijb_subset, tar_method=args.tar_method, use_detector_score=not args.no_detector_score
+        )
+    report = evaluate(
+        args.benchmark,
+        embedders,
+        args.out,
+        data_path=args.data,
+        transform=transform,
+        evaluator_options=options,
+        model_info={
+            "base_model": args.model,
+            "adapter": args.adapter,
+            "proxy_encoders": args.proxy_encoders,
+            "dtype": args.dtype,
+            "flip_test": not args.no_flip,
+            "gate_settings": settings,
+        },
+        make_plots=not args.no_plots,
+    )
+    print(format_summary(report))
+    print(f"report: {report['report_path']}")
+    return 0
+
+
+def format_summary(report: dict) -> str:
+    """A small text table of the headline metrics, one column per embedding mode."""
+    modes = list(report["results"])
+    names = report["headline_metrics"] or sorted(next(iter(report["results"].values())))
+    lines = [
+        f"{report['dataset']} ({report['benchmark']})",
+        "metric".ljust(18) + "".join(m.rjust(12) for m in modes),
+    ]
+    for name in names:
+        cells = []
+        for m in modes:
+            v = report["results"][m].get(name)
+            cells.append(f"{v:12.2f}" if isinstance(v, (int, float)) else "n/a".rjust(12))
+        lines.append(name.ljust(18) + "".join(cells))
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="petal-peft", description="petal-peft: quality-gated LoRA for face models")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    add_eval_arguments(
+        sub.add_parser(
+            "eval",
+            help="evaluate a model / adapter on a face benchmark",
+            description="Evaluate on TinyFace, 1:1 verification (.bin or pair list) or IJB-B/C; "
+            "writes a JSON report and plots to --out.",
+        )
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError, TypeError, KeyError) as err:
+        if args.verbose:
+            raise
+        print(f"petal-peft {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Plots of evaluation results (matplotlib Agg, PNG): CMC, ROC on a log-FAR axis, quality histograms."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
+
+
+def log_spaced_roc(fpr: np.ndarray, tpr: np.ndarray, num: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """A few hundred ROC points, evenly spaced in log FAR, keeping the step shape (for plots and JSON)."""
+    fpr, tpr = np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64)
+    positive = fpr[fpr > 0]
+    if len(fpr) <= num or len(positive) == 0:
+        return fpr, tpr
+    grid = np.logspace(np.log10(positive.min()), 0.0, num)
+    # Best TAR reachable at FAR <= each grid value: the last ROC index with fpr <= g.
+    idx = np.searchsorted(fpr, grid, side="right") - 1
+    idx = np.unique(np.clip(idx, 0, len(fpr) - 1))
+    return fpr[idx], tpr[idx]
+
+
+def plot_cmc(curves: Mapping[str, np.ndarray], path: str | os.PathLike, title: str = "CMC", max_rank: int = 50) -> str:
+    """CMC curves (identification rate in % against rank), one line per embedding mode."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for label, cmc in curves.items():
+        cmc = np.asarray(cmc)[:max_rank]
+        ax.plot(
+            np.arange(1, len(cmc) + 1),
+            100.0 * cmc,
+            marker="o",
+            markersize=2.5,
+            label=f"{label} (R1 {100 * cmc[0]:.2f})",
+        )
+    ax.set_xlabel("rank")
+    ax.set_ylabel("identification rate (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_roc(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: str | os.PathLike,
+    title: str = "ROC",
+    mark_fars: tuple[float, ...] = (),
+) -> str:
+    """ROC curves with FAR on a log axis (points at FAR = 0 cannot be drawn there and are left out)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for label, (fpr, tpr) in curves.items():
+        fpr, tpr = log_spaced_roc(fpr, tpr)
+        keep = fpr > 0
+        few = int(keep.sum()) < 20  # a near-perfect ROC has very few points: show them
+        ax.step(fpr[keep], 100.0 * tpr[keep], where="post", marker="o" if few else None, label=label)
+    for far in mark_fars:
+        ax.axvline(far, color="grey", lw=0.5, ls=":")
+    ax.set_xscale("log")
+    ax.set_ylim(0.0, 101.0)
+    ax.set_xlabel("false accept rate")
+    ax.set_ylabel("true accept rate (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right")
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_quality_histogram(
+    groups: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    title: str = "quality q per image",
+    bins: int = 30,
+) -> str:
+    """Histograms of q in [0, 1] per group (e.g. gallery vs probe), overlaid and normalised to densities."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for label, values in groups.items():
+        values = np.asarray(values, dtype=np.float64)
+        ax.hist(
+            values,
+            bins=edges,
+            alpha=0.5,
+            density=True,
+            label=f"{label} (n={len(values)}, mean {values.mean():.3f})",
+        )
+    ax.set_xlabel("q (1 = high quality)")
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend()
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
