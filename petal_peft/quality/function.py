@@ -1,0 +1,70 @@
+"""Estimator + gate as one module: pixel_values [B, C, H, W] -> quality q [B] in [0, 1]."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from ..registry import QUALITY_ESTIMATORS
+from .custom import CallableEstimator
+from .gate import QualityGate, build_gate
+
+
+def build_estimator(
+    estimator: str | torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    estimator_kwargs: dict[str, Any] | None = None,
+    image_mean: Sequence[float] | float | None = None,
+    image_std: Sequence[float] | float | None = None,
+) -> torch.nn.Module:
+    """A registered estimator by name, a module as is, or a plain callable wrapped (higher = better unless it
+    has ``higher_is_better = False``)."""
+    kwargs = dict(estimator_kwargs or {})
+    if isinstance(estimator, str):
+        return QUALITY_ESTIMATORS.build(estimator, image_mean=image_mean, image_std=image_std, **kwargs)
+    if isinstance(estimator, torch.nn.Module):
+        if kwargs:
+            raise ValueError("estimator_kwargs only apply to an estimator given by name.")
+        return estimator
+    if callable(estimator):
+        higher = bool(getattr(estimator, "higher_is_better", kwargs.pop("higher_is_better", True)))
+        return CallableEstimator(estimator, higher, image_mean, image_std, **kwargs)
+    raise TypeError(f"estimator must be a registered name, an nn.Module or a callable, got {type(estimator).__name__}.")
+
+
+class QualityFunction(torch.nn.Module):
+    """q = gate(estimator(pixel_values)), without gradients: the quality is an input, never trained through."""
+
+    def __init__(self, estimator: torch.nn.Module, gate: QualityGate) -> None:
+        super().__init__()
+        self.estimator = estimator
+        self.gate = gate
+
+    @property
+    def higher_is_better(self) -> bool:
+        return bool(getattr(self.estimator, "higher_is_better", True))
+
+    @torch.no_grad()
+    def scores(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.estimator(pixel_values)
+
+    @torch.no_grad()
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.gate(self.estimator(pixel_values))
+
+
+def build_quality_fn(
+    estimator: str | torch.nn.Module | Callable[[torch.Tensor], torch.Tensor] = "resolution",
+    estimator_kwargs: dict[str, Any] | None = None,
+    gate_mode: str = "sigmoid",
+    threshold: float = 0.0,
+    temperature: float = 1.0,
+    image_mean: Sequence[float] | float | None = None,
+    image_std: Sequence[float] | float | None = None,
+) -> QualityFunction:
+    """The same quality function the tuner builds from QualityGatedLoraConfig's gate fields."""
+    module = build_estimator(estimator, estimator_kwargs, image_mean, image_std)
+    higher = bool(getattr(module, "higher_is_better", True))
+    gate = build_gate(gate_mode, threshold=threshold, temperature=temperature, higher_is_better=higher)
+    return QualityFunction(module, gate).eval()
