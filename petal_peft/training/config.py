@@ -1,0 +1,239 @@
+"""The training recipe as one dataclass, whose fields are also the command-line flags.
+
+Defaults follow the PETALface TinyFace recipe (DESIGN.md §1): CosFace head (s=64, m=0.4), AdamW lr 5e-4,
+weight decay 0.1, 2 warmup epochs then linear decay, gradient clipping at 5, rank-8 branches with scale 1 and
+dropout 0.1. ``base_model=None`` and ``train_data=None`` select the embedded default (the small pretrained
+base and the small face set the project provides), sized to run on a CPU in minutes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["FaceAdapterTrainingConfig", "parse_args"]
+
+QualitySource = Literal["auto", "estimator", "degradation"]
+
+
+@dataclass
+class FaceAdapterTrainingConfig:
+    """Everything one training run needs; ``parse_args`` turns each field into a ``--flag``."""
+
+    # ---- model and data ------------------------------------------------------------------------------------
+    base_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub id or local folder of the pretrained face transformer (loaded with transformers' "
+            "AutoModel). Default: the small pretrained base petal-peft provides (embedded default)."
+        },
+    )
+    train_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "Training images: an identity-per-subfolder folder, a TinyFace root, an insightface "
+            "RecordIO (.rec) or a Hugging Face dataset (folder or Hub id). Default: the embedded face set."
+        },
+    )
+    eval_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "TinyFace-layout evaluation folder (Probe/, Gallery_Match/, Gallery_Distractor/) for the "
+            "before/after and periodic evaluation. Default: none, or the embedded eval split with the "
+            "embedded default."
+        },
+    )
+    output_dir: str = field(
+        default="petal-tinyface",
+        metadata={"help": "Where checkpoints/, logs/ and the final adapter/ folder are written."},
+    )
+    image_size: int | None = field(
+        default=None, metadata={"help": "Input size in pixels (default: the base model's config.image_size)."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training images (quick experiments)."}
+    )
+    horizontal_flip: bool = field(default=True, metadata={"help": "Random horizontal flips while training."})
+    # ---- head ------------------------------------------------------------------------------------------------
+    head: str = field(
+        default="cosface", metadata={"help": "Margin head: 'cosface', 'arcface', 'adaface' or 'combined'."}
+    )
+    head_scale: float = field(default=64.0, metadata={"help": "Logit scale s of the margin head."})
+    head_margin: float | None = field(
+        default=None, metadata={"help": "Margin m (default: the head's own, CosFace 0.4, ArcFace 0.5)."}
+    )
+    # ---- adapter (QualityGatedLoraConfig) --------------------------------------------------------------------
+    lora_r: int = field(default=8, metadata={"help": "Rank of each of the two quality branches."})
+    lora_alpha: int = field(default=8, metadata={"help": "Branch scale s = lora_alpha / lora_r."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout inside the adapter branches."})
+    target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Module names to adapt (default: petal-peft's per-architecture default)."},
+    )
+    init_lora_weights: str = field(
+        default="gaussian", metadata={"help": "'gaussian' (reference), 'true' (Kaiming) or 'false'."}
+    )
+    quality_estimator: str | None = field(
+        default=None,
+        metadata={"help": "Registered quality estimator (e.g. 'resolution', 'brisque') the adapter gates with."},
+    )
+    quality_estimator_kwargs: str = field(
+        default="{}", metadata={"help": "JSON object of extra arguments for the quality estimator."}
+    )
+    gate_mode: str = field(default="sigmoid", metadata={"help": "Registered gate: 'sigmoid' or 'paper'."})
+    gate_threshold: float = field(default=0.0, metadata={"help": "Estimator score at which q = 0.5."})
+    gate_temperature: float = field(default=1.0, metadata={"help": "Score units per logit of the gate."})
+    quality_source: QualitySource = field(
+        default="auto",
+        metadata={
+            "help": "Per-image quality while training: 'estimator' (the adapter's estimator on the pixels), "
+            "'degradation' (the synthetic degradation level of each image), or 'auto' (the estimator when "
+            "one is configured, else the degradation level)."
+        },
+    )
+    degrade_fraction: float = field(
+        default=0.5,
+        metadata={"help": "Fraction of training images made probe-like by LowResolutionDegradation (0..1)."},
+    )
+    degrade_min_size: int = field(default=8, metadata={"help": "Smallest short side of a degraded image."})
+    degrade_max_size: int = field(default=32, metadata={"help": "Largest short side of a degraded image."})
+    # ---- optimisation ----------------------------------------------------------------------------------------
+    learning_rate: float = field(default=5e-4, metadata={"help": "AdamW peak learning rate."})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
+    warmup_epochs: float = field(default=2.0, metadata={"help": "Linear warmup length in epochs."})
+    warmup_steps: int = field(default=0, metadata={"help": "Warmup length in optimizer steps (overrides epochs)."})
+    num_train_epochs: float = field(default=40.0, metadata={"help": "Training length in epochs."})
+    max_steps: int = field(default=-1, metadata={"help": "Training length in optimizer steps (overrides epochs)."})
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "Batch size per process."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    max_grad_norm: float = field(default=5.0, metadata={"help": "Gradient clipping norm (<= 0: off)."})
+    mixed_precision: Literal["no", "fp16", "bf16"] = field(
+        default="no", metadata={"help": "Mixed precision through Accelerate."}
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute activations in backward to save memory."}
+    )
+    use_cpu: bool = field(
+        default=False,
+        metadata={"help": "Train on CPU even if a GPU is present (multi-process CPU runs are detected anyway)."},
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of initialisation, data order and dropout."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    # ---- checkpoints, logging, evaluation --------------------------------------------------------------------
+    checkpointing_steps: int = field(
+        default=0, metadata={"help": "Save a resumable checkpoint every N optimizer steps (0: never)."}
+    )
+    checkpoints_total_limit: int = field(default=2, metadata={"help": "Keep only the newest K checkpoints."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "'latest' or a checkpoint folder to resume from."}
+    )
+    logging_steps: int = field(default=10, metadata={"help": "Log loss and learning rate every N steps."})
+    report_to: Literal["tensorboard", "none"] = field(
+        default="tensorboard", metadata={"help": "Metrics tracker (logs go to output_dir/logs)."}
+    )
+    eval_steps: int = field(default=0, metadata={"help": "Evaluate every N optimizer steps (0: only before/after)."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Batch size of evaluation."})
+    eval_before_training: bool = field(default=True, metadata={"help": "Evaluate the untrained adapter first."})
+    progress_bar: bool = field(default=True, metadata={"help": "Show a tqdm progress bar (main process)."})
+    # ---- publishing ------------------------------------------------------------------------------------------
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the final adapter folder to the Hub."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repository id, e.g. 'user/name'."})
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
+
+    def __post_init__(self) -> None:
+        problems = []
+        positive = ("lora_r", "per_device_train_batch_size", "gradient_accumulation_steps", "eval_batch_size")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                problems.append(f"--{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("checkpointing_steps", "eval_steps", "warmup_steps", "dataloader_num_workers", "seed"):
+            if int(getattr(self, name)) < 0:
+                problems.append(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.logging_steps < 1:
+            problems.append(f"--logging_steps must be >= 1, got {self.logging_steps}")
+        if self.checkpoints_total_limit < 1:
+            problems.append(f"--checkpoints_total_limit must be >= 1, got {self.checkpoints_total_limit}")
+        if not 0.0 <= self.degrade_fraction <= 1.0:
+            problems.append(f"--degrade_fraction must be in [0, 1], got {self.degrade_fraction}")
+        if not 1 <= self.degrade_min_size <= self.degrade_max_size:
+            problems.append(
+                f"need 1 <= --degrade_min_size <= --degrade_max_size, got {self.degrade_min_size}, "
+                f"{self.degrade_max_size}"
+            )
+        if not 0.0 <= self.lora_dropout < 1.0:
+            problems.append(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        for name in ("learning_rate", "weight_decay", "warmup_epochs", "num_train_epochs", "head_scale"):
+            value = float(getattr(self, name))
+            if not math.isfinite(value) or value < 0:
+                problems.append(f"--{name} must be a finite number >= 0, got {value}")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            problems.append("give --num_train_epochs > 0 or --max_steps > 0")
+        if self.image_size is not None and self.image_size < 1:
+            problems.append(f"--image_size must be >= 1, got {self.image_size}")
+        if self.max_train_samples is not None and self.max_train_samples < 2:
+            problems.append(f"--max_train_samples must be >= 2, got {self.max_train_samples}")
+        if self.init_lora_weights.lower() not in ("gaussian", "true", "false"):
+            problems.append(f"--init_lora_weights must be gaussian, true or false, got {self.init_lora_weights!r}")
+        try:
+            kwargs = json.loads(self.quality_estimator_kwargs or "{}")
+            if not isinstance(kwargs, dict):
+                raise ValueError
+        except ValueError:
+            problems.append(f"--quality_estimator_kwargs must be a JSON object, got {self.quality_estimator_kwargs!r}")
+        if self.quality_source == "estimator" and not self.quality_estimator:
+            problems.append("--quality_source estimator needs --quality_estimator NAME")
+        if self.quality_source == "degradation" and self.degrade_fraction == 0:
+            problems.append("--quality_source degradation needs --degrade_fraction > 0")
+        if self.push_to_hub and not self.hub_model_id:
+            problems.append("--push_to_hub needs --hub_model_id user/name")
+        if problems:
+            raise ValueError("Invalid training configuration:\n  - " + "\n  - ".join(problems))
+
+    # ---- derived values --------------------------------------------------------------------------------------
+    @property
+    def uses_embedded_default(self) -> bool:
+        """True when no base model and no data were given: the project's own small base and face set."""
+        return self.base_model is None and self.train_data is None
+
+    def resolved_quality_source(self) -> str:
+        """'estimator' or 'degradation'; raises when neither can give a per-image quality."""
+        if self.quality_source != "auto":
+            return self.quality_source
+        if self.quality_estimator:
+            return "estimator"
+        if self.degrade_fraction > 0:
+            return "degradation"
+        raise ValueError(
+            "No per-image quality for training: set --quality_estimator NAME (the adapter estimates quality "
+            "from the pixels) or --degrade_fraction > 0 (the degradation level of each image is its quality)."
+        )
+
+    def estimator_kwargs(self) -> dict[str, Any]:
+        return dict(json.loads(self.quality_estimator_kwargs or "{}"))
+
+    def init_weights_value(self) -> bool | str:
+        value = self.init_lora_weights.lower()
+        return {"true": True, "false": False}.get(value, "gaussian")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> FaceAdapterTrainingConfig:
+    """Parse command-line flags (one per config field, ``--name`` or ``--name-with-dashes``)."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(
+        FaceAdapterTrainingConfig,
+        description="Adapt a pretrained face transformer to low-resolution faces with a quality-gated adapter.",
+    )
+    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    return config

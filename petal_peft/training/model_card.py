@@ -1,0 +1,130 @@
+"""The model card of a trained adapter, and publishing the adapter folder on the Hugging Face Hub."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import HfApi, ModelCard, ModelCardData
+
+from ..tuner.model_card import NOTICE
+
+__all__ = ["push_adapter_folder", "render_model_card"]
+
+_HEADLINE = ("rank-1", "rank-5", "rank-10", "rank-20", "mAP")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _metrics_table(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+    names = [n for n in _HEADLINE if n in after or n in before]
+    names += [n for n in after if n not in names and isinstance(after[n], (int, float))]
+    if not names:
+        return "_No evaluation set was given for this run._\n"
+    rows = ["| metric | before training | after training |", "|---|---|---|"]
+    for n in names:
+        rows.append(f"| {n} | {_fmt(before.get(n, '—'))} | {_fmt(after.get(n, '—'))} |")
+    return "\n".join(rows) + "\n"
+
+
+def render_model_card(
+    *,
+    model_name: str,
+    base_model: str,
+    base_model_is_hub_id: bool,
+    gate_settings: Mapping[str, Any],
+    adapter_settings: Mapping[str, Any],
+    training_settings: Mapping[str, Any],
+    metrics_before: Mapping[str, Any] | None = None,
+    metrics_after: Mapping[str, Any] | None = None,
+    eval_dataset_name: str | None = None,
+    train_dataset_name: str | None = None,
+) -> str:
+    """Markdown with YAML front matter: library, base model, tags, model-index; gate settings, metrics, loading.
+
+    ``base_model`` goes into the YAML only when it is a Hub id (a local path would not resolve on the Hub).
+    """
+    before, after = dict(metrics_before or {}), dict(metrics_after or {})
+    data: dict[str, Any] = {
+        "library_name": "petal-peft",
+        "tags": ["petal-peft", "quality-gated-lora", "peft", "face-recognition", "low-resolution"],
+        "pipeline_tag": "image-feature-extraction",
+    }
+    if base_model_is_hub_id:
+        data["base_model"] = base_model
+    numeric_after = {k: v for k, v in after.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if numeric_after and eval_dataset_name:
+        from ..evaluation import metrics_to_model_index
+
+        data["model-index"] = metrics_to_model_index(numeric_after, model_name, eval_dataset_name)
+    card_data = ModelCardData(**data)
+
+    gate_lines = "\n".join(f"| `{k}` | `{v}` |" for k, v in gate_settings.items())
+    adapter_lines = "\n".join(f"| `{k}` | `{v}` |" for k, v in adapter_settings.items())
+    train_lines = "\n".join(f"| `{k}` | `{v}` |" for k, v in training_settings.items())
+    mode = after.get("mode") or before.get("mode")
+    mode_line = f"\nEmbedding mode used for evaluation: `{mode}`.\n" if mode else ""
+    text = f"""
+# {model_name}
+
+A quality-gated dual-LoRA adapter (PETALface) for low-resolution face recognition, trained with
+[petal-peft](https://pypi.org/project/petal-peft/) on top of `{base_model}`. Each adapted linear layer has a
+high-quality branch weighted by the per-image quality q and a low-quality branch weighted by 1 - q; merged
+at q = 1 and q = 0 it gives the paper's gallery and probe proxy encoders. The classification head used for
+training is saved next to the adapter (`head.safetensors`, `head_config.json`).
+
+{NOTICE}
+To load the training head too: `from petal_peft.heads import load_head; head = load_head("<this folder>")`.
+
+## Gate settings
+
+| setting | value |
+|---|---|
+{gate_lines}
+
+## Adapter
+
+| setting | value |
+|---|---|
+{adapter_lines}
+
+## Metrics
+
+Evaluation set: {eval_dataset_name or "none"}.{mode_line}
+{_metrics_table(before, after)}
+## Training
+
+Training data: {train_dataset_name or "not recorded"}.
+
+| setting | value |
+|---|---|
+{train_lines}
+"""
+    return str(ModelCard.from_template(card_data, template_str="---\n{{ card_data }}\n---\n" + text))
+
+
+def push_adapter_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    commit_message: str = "Upload petal-peft adapter",
+    token: str | None = None,
+) -> str:
+    """Create ``repo_id`` (if needed) and upload ``folder`` to it; returns the commit URL.
+
+    The token comes from ``huggingface-cli login`` or ``$HF_TOKEN`` unless given.
+    """
+    folder = Path(folder)
+    if not (folder / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{folder} holds no adapter_config.json: nothing to publish.")
+    api = HfApi(token=token)
+    api.create_repo(repo_id=repo_id, private=private, exist_ok=True, repo_type="model")
+    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model", commit_message=commit_message)
+    return str(getattr(info, "commit_url", info))

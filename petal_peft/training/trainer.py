@@ -1,0 +1,379 @@
+"""``train(config)``: adapt a pretrained face transformer with a quality-gated adapter, using Accelerate.
+
+One CPU, one GPU or many (``accelerate launch`` / ``torchrun``), mixed precision, gradient accumulation,
+gradient checkpointing, atomic resumable checkpoints, TensorBoard metrics, periodic evaluation, and a final
+``adapter/`` folder (adapter + head + training_config.json + metrics.json + model card) written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .atomic import atomic_directory
+from .checkpointing import CheckpointManager, TrainingProgress, install_trainable_state_hooks
+from .config import FaceAdapterTrainingConfig
+from .data import build_train_dataloader, build_train_dataset
+from .evaluation_hook import EvaluationHook, TinyFaceEvaluationHook, preserved_rng
+from .model_card import push_adapter_folder, render_model_card
+from .modeling import (
+    FaceEmbeddingClassifier,
+    build_lora_config,
+    embedding_size,
+    load_base_model,
+    resolve_image_settings,
+)
+
+__all__ = ["TrainResult", "format_metrics_table", "train"]
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_DIRNAME = "adapter"
+
+
+@dataclass
+class TrainResult:
+    """What a run produced (on every process; paths and metrics are filled on the main process)."""
+
+    output_dir: str
+    adapter_dir: str | None
+    global_step: int
+    total_steps: int
+    final_loss: float | None
+    metrics_before: dict[str, Any] = field(default_factory=dict)
+    metrics_after: dict[str, Any] = field(default_factory=dict)
+    resumed_from: str | None = None
+    hub_url: str | None = None
+    runtime_s: float = 0.0
+    train_description: str = ""
+
+
+def format_metrics_table(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """A small before/after text table of the numeric metrics."""
+    names = [k for k in after if isinstance(after[k], (int, float))] or [
+        k for k in before if isinstance(before[k], (int, float))
+    ]
+    if not names:
+        return "(no evaluation set: no metrics)"
+    lines = [f"{'metric':<10} {'before':>9} {'after':>9} {'change':>9}"]
+    for name in names:
+        b, a = before.get(name), after.get(name)
+        change = f"{a - b:+9.2f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) else f"{'':>9}"
+        fb = f"{b:9.2f}" if isinstance(b, (int, float)) else f"{'—':>9}"
+        fa = f"{a:9.2f}" if isinstance(a, (int, float)) else f"{'—':>9}"
+        lines.append(f"{name:<10} {fb} {fa} {change}")
+    mode = after.get("mode") or before.get("mode")
+    if mode:
+        lines.append(f"(embedding mode: {mode})")
+    return "\n".join(lines)
+
+
+def _tracker_config(config: FaceAdapterTrainingConfig) -> dict[str, Any]:
+    """TensorBoard's hparams accept only scalars and strings."""
+    out = {}
+    for key, value in config.to_dict().items():
+        out[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+    return out
+
+
+def _use_cpu(config: FaceAdapterTrainingConfig) -> bool:
+    """Accelerate treats a torchrun launch as multi-process only for GPUs unless told it is a CPU run."""
+    if config.use_cpu:
+        return True
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("LOCAL_RANK", "-1")) != -1
+    has_gpu = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+    return launched and not has_gpu
+
+
+def _sources(config: FaceAdapterTrainingConfig, image_size: int) -> tuple[str, str | None, str]:
+    """(train data, eval data, description of the training data)."""
+    if config.train_data is not None:
+        return config.train_data, config.eval_data, str(config.train_data)
+    if config.base_model is not None:
+        raise ValueError(
+            "--train_data is required with --base_model (the embedded face set exists only for the embedded "
+            "default base); run with neither for the embedded default."
+        )
+    from ..zoo.pretrained_base import base_cache_dir
+    from .embedded import prepare_embedded_data
+
+    data = prepare_embedded_data(base_cache_dir(), image_size=image_size, seed=0)
+    eval_data = config.eval_data if config.eval_data is not None else data.eval_dir
+    return data.train_dir, eval_data, data.description
+
+
+def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | None = None) -> TrainResult:
+    """Train the adapter and head described by ``config``; see docs/training.md.
+
+    ``evaluation_hook`` replaces the default TinyFace evaluation on ``config.eval_data``. Data problems raise
+    :class:`~petal_peft.data.DataValidationError` before the model is even loaded.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+    from peft import get_peft_model
+    from transformers import get_linear_schedule_with_warmup
+
+    import petal_peft  # noqa: F401  (registers the adapter type, estimators and gates)
+
+    from ..heads import build_head
+
+    start = time.perf_counter()
+    output_dir = Path(config.output_dir)
+    accelerator = Accelerator(
+        cpu=_use_cpu(config),
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        log_with=None if config.report_to == "none" else config.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    main = accelerator.is_main_process
+    set_seed(config.seed)
+    quality_source = config.resolved_quality_source()
+
+    # ---- 1. inputs, validated before anything heavy: bad data fails here -----------------------------------
+    info = resolve_image_settings(config)
+    if main:  # the embedded folders are written once, by one process
+        train_source, eval_source, train_description = _sources(config, info.image_size)
+    accelerator.wait_for_everyone()
+    if not main:
+        train_source, eval_source, train_description = _sources(config, info.image_size)
+    train_dataset = build_train_dataset(config, train_source, info.image_size, info.image_mean, info.image_std)
+    train_loader, sampler = build_train_dataloader(config, train_dataset, accelerator.num_processes)
+    if evaluation_hook is None and eval_source is not None:
+        evaluation_hook = TinyFaceEvaluationHook(
+            eval_source,
+            info.image_size,
+            info.image_mean,
+            info.image_std,
+            batch_size=config.eval_batch_size,
+            progress=False,
+        )
+    if quality_source == "estimator":
+        from ..registry import QUALITY_ESTIMATORS
+
+        QUALITY_ESTIMATORS.get(config.quality_estimator)  # unknown name -> error listing the known ones
+
+    # ---- 2. model: frozen base + adapter, new head -----------------------------------------------------------
+    base = load_base_model(config)
+    dim = embedding_size(base, info.image_size)
+    if config.gradient_checkpointing:
+        if not getattr(base, "supports_gradient_checkpointing", False):
+            raise ValueError(f"{type(base).__name__} does not support gradient checkpointing.")
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lora_config = build_lora_config(config, info)
+    peft_model = get_peft_model(base, lora_config)
+    head_kwargs: dict[str, Any] = {"s": config.head_scale}
+    if config.head_margin is not None:
+        head_kwargs["m"] = config.head_margin
+    head = build_head(config.head, embedding_size=dim, num_classes=train_dataset.num_classes, **head_kwargs)
+    model = FaceEmbeddingClassifier(peft_model, head)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        trainable,
+        lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        weight_decay=config.weight_decay,
+    )
+    raw_optimizer = optimizer
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+
+    # ---- 3. schedule ---------------------------------------------------------------------------------------------
+    batches_per_epoch = len(train_loader)
+    steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
+    if config.max_steps > 0:
+        total_steps = config.max_steps
+    else:
+        total_steps = max(1, math.ceil(config.num_train_epochs * steps_per_epoch))
+    num_epochs = math.ceil(total_steps / steps_per_epoch)
+    warmup = config.warmup_steps or round(config.warmup_epochs * steps_per_epoch)
+    warmup = min(warmup, total_steps)
+    # Not prepared by Accelerate (which would step it once per process); stepped once per optimizer step.
+    scheduler = get_linear_schedule_with_warmup(raw_optimizer, warmup, total_steps)
+
+    # ---- 4. checkpoints and resume --------------------------------------------------------------------------
+    progress = TrainingProgress()
+    accelerator.register_for_checkpointing(scheduler, progress)
+    rng_holder = install_trainable_state_hooks(accelerator, FaceEmbeddingClassifier)
+    checkpoints = CheckpointManager(output_dir / "checkpoints", accelerator, config.checkpoints_total_limit)
+    resumed_from = None
+    if config.resume_from_checkpoint:
+        path = checkpoints.resolve(config.resume_from_checkpoint)
+        if path is None:
+            if main:
+                logger.warning("--resume_from_checkpoint latest: no checkpoint yet, starting from scratch.")
+        else:
+            checkpoints.load(path, progress, rng_holder)
+            resumed_from = str(path)
+            if progress.batches_in_epoch >= batches_per_epoch:
+                progress.epoch, progress.batches_in_epoch = progress.epoch + 1, 0
+            if main:
+                print(f"Resumed from {path} at step {progress.global_step}.")
+
+    def unwrapped_backbone() -> torch.nn.Module:
+        return accelerator.unwrap_model(model).backbone
+
+    def evaluate() -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
+        if evaluation_hook is not None and main:
+            with preserved_rng():
+                metrics = dict(evaluation_hook(unwrapped_backbone()))
+        accelerator.wait_for_everyone()
+        return metrics
+
+    if config.report_to != "none":
+        accelerator.init_trackers("petal-peft", config=_tracker_config(config))
+    if progress.global_step == 0 and not progress.metrics_before and config.eval_before_training:
+        progress.metrics_before = evaluate()
+        if progress.metrics_before:
+            accelerator.log(_numeric("eval", progress.metrics_before), step=0)
+
+    # ---- 5. the loop ----------------------------------------------------------------------------------------
+    bar = tqdm(
+        total=total_steps,
+        initial=progress.global_step,
+        desc="training",
+        disable=not (main and config.progress_bar),
+        dynamic_ncols=True,
+    )
+    loss_window = torch.zeros((), device=accelerator.device)
+    loss_window += progress.loss_sum
+    done = progress.global_step >= total_steps
+    while not done and progress.epoch < num_epochs:
+        # Accelerate's loader re-applies its own epoch counter to the sampler on every iteration: set it too.
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(progress.epoch)
+        sampler.set_epoch(progress.epoch)
+        train_dataset.set_epoch(progress.epoch)
+        loader = train_loader
+        if progress.batches_in_epoch:
+            loader = accelerator.skip_first_batches(train_loader, progress.batches_in_epoch)
+        for batch in loader:
+            quality = batch.get("quality_level") if quality_source == "degradation" else None
+            with accelerator.accumulate(model):
+                logits = model(pixel_values=batch["pixel_values"], labels=batch["labels"], quality=quality)
+                loss = F.cross_entropy(logits.float(), batch["labels"])
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            progress.batches_in_epoch += 1
+            loss_window += loss.detach().float()
+            progress.loss_count += 1
+            if not accelerator.sync_gradients:
+                continue
+            if not accelerator.optimizer_step_was_skipped:
+                scheduler.step()
+            progress.global_step += 1
+            progress.accelerator_step = accelerator.step
+            bar.update(1)
+            step = progress.global_step
+            if step % config.logging_steps == 0 or step == total_steps:
+                mean_loss = accelerator.gather(loss_window.reshape(1)).mean().item() / max(progress.loss_count, 1)
+                progress.last_loss = mean_loss
+                lr = scheduler.get_last_lr()[0]
+                accelerator.log({"train/loss": mean_loss, "train/lr": lr, "train/epoch": progress.epoch}, step=step)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
+                loss_window.zero_()
+                progress.loss_count = 0
+            if config.eval_steps and step % config.eval_steps == 0 and step != total_steps:
+                metrics = evaluate()
+                if metrics:
+                    accelerator.log(_numeric("eval", metrics), step=step)
+            if config.checkpointing_steps and step % config.checkpointing_steps == 0:
+                progress.loss_sum = float(loss_window.item())
+                checkpoints.save(step, {"epoch": progress.epoch})
+            if step >= total_steps:
+                done = True
+                break
+        if not done or progress.batches_in_epoch >= batches_per_epoch:
+            progress.epoch += 1
+            progress.batches_in_epoch = 0
+    bar.close()
+
+    # ---- 6. final evaluation and atomic save -----------------------------------------------------------------
+    metrics_after = evaluate()
+    if metrics_after:
+        accelerator.log(_numeric("eval", metrics_after), step=progress.global_step)
+    adapter_dir = output_dir / ADAPTER_DIRNAME
+    hub_url = None
+    if main:
+        unwrapped = accelerator.unwrap_model(model)
+        metrics = {
+            "before": progress.metrics_before,
+            "after": metrics_after,
+            "train": {"global_step": progress.global_step, "final_loss": progress.last_loss},
+        }
+        with atomic_directory(adapter_dir) as tmp:
+            unwrapped.backbone.save_pretrained(str(tmp))
+            unwrapped.head.save_pretrained(tmp)
+            (tmp / "training_config.json").write_text(config.to_json())
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+            adapter_config = unwrapped.backbone.peft_config[unwrapped.backbone.active_adapter]
+            card = render_model_card(
+                model_name=config.hub_model_id or f"{Path(config.output_dir).name}-adapter",
+                base_model=info.name,
+                base_model_is_hub_id=info.is_hub_id,
+                gate_settings=adapter_config.gate_settings(),
+                adapter_settings={
+                    "r": adapter_config.r,
+                    "lora_alpha": adapter_config.lora_alpha,
+                    "lora_dropout": adapter_config.lora_dropout,
+                    "target_modules": sorted(adapter_config.target_modules or []),
+                    "quality_source (training)": quality_source,
+                },
+                training_settings={
+                    "head": config.head,
+                    "epochs": round(progress.global_step / steps_per_epoch, 2),
+                    "optimizer steps": progress.global_step,
+                    "global batch": config.per_device_train_batch_size
+                    * accelerator.num_processes
+                    * config.gradient_accumulation_steps,
+                    "learning_rate": config.learning_rate,
+                    "weight_decay": config.weight_decay,
+                    "degrade_fraction": config.degrade_fraction,
+                    "mixed_precision": config.mixed_precision,
+                    "seed": config.seed,
+                },
+                metrics_before=progress.metrics_before,
+                metrics_after=metrics_after,
+                eval_dataset_name=getattr(evaluation_hook, "dataset_name", None) if metrics_after else None,
+                train_dataset_name=train_description,
+            )
+            (tmp / "README.md").write_text(card, encoding="utf-8")
+        if config.push_to_hub:
+            hub_url = push_adapter_folder(adapter_dir, config.hub_model_id, private=config.hub_private_repo)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(
+        output_dir=str(output_dir),
+        adapter_dir=str(adapter_dir) if main else None,
+        global_step=progress.global_step,
+        total_steps=total_steps,
+        final_loss=progress.last_loss,
+        metrics_before=progress.metrics_before,
+        metrics_after=metrics_after,
+        resumed_from=resumed_from,
+        hub_url=hub_url,
+        runtime_s=time.perf_counter() - start,
+        train_description=train_description,
+    )
+
+
+def _numeric(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
+    return {
+        f"{prefix}/{k}": float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+    }

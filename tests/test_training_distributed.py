@@ -1,0 +1,67 @@
+"""Two CPU processes (torchrun, gloo) train the same adapter as one process with the same global batch.
+
+Dropout is off here: with dropout, N processes draw different masks than one process over the same images (each
+rank draws its own masks for its half of the batch), so the runs would be equally valid but not equal. Every
+other random choice (order, degradations, flips) is seeded per image and epoch, so it matches exactly.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_training_helpers import SCRIPT, make_face_folder, make_tiny_base, run_script, subprocess_env, tiny_flags
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
+def test_two_processes_match_one_process_with_same_global_batch(tmp_path):
+    base = make_tiny_base(tmp_path / "base")
+    data = make_face_folder(tmp_path / "train", identities=4, per_identity=9)  # 36 images: 4 global batches of 8
+    common = dict(max_steps=6, lora_dropout=0.0, degrade_fraction=0.5, gradient_accumulation_steps=1)
+
+    one = run_script(tiny_flags(base, data, tmp_path / "one", per_device_train_batch_size=8, **common))
+    assert one.returncode == 0, one.stderr[-3000:]
+
+    argv = tiny_flags(base, data, tmp_path / "two", per_device_train_batch_size=4, **common)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),
+            str(SCRIPT),
+            *argv,
+        ],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    config = (tmp_path / "two" / "adapter" / "training_config.json").read_text()
+    assert '"per_device_train_batch_size": 4' in config
+    assert "global batch` | `8`" in (tmp_path / "two" / "adapter" / "README.md").read_text()  # 2 processes really ran
+
+    for name in ("adapter_model.safetensors", "head.safetensors"):
+        a = load_file(str(tmp_path / "one" / "adapter" / name))
+        b = load_file(str(tmp_path / "two" / "adapter" / name))
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=0, msg=f"{name}:{key}")
+    moved = load_file(str(tmp_path / "one" / "adapter" / "adapter_model.safetensors"))
+    assert any(float(t.abs().max()) > 1e-4 for k, t in moved.items() if "lora_B" in k)
