@@ -193,7 +193,8 @@ class BrisqueEstimator(torch.nn.Module):
     """BRISQUE score [B] (float32, lower = better) of pixel_values [B, C, H, W].
 
     Args:
-        image_mean, image_std: the image processor's normalisation of float input (None: 0.5, i.e. [-1, 1]).
+        image_mean: the image processor's normalisation mean of float input (None: 0.5, i.e. [-1, 1]).
+        image_std: the image processor's normalisation std of float input (None: 0.5).
         precision: "float32" (default, fast) or "float64" (closest to the numpy reference) for the features.
         model_path: a safetensors SVR written by ``brisque_model.convert`` (default: the shipped LIVE model).
     """

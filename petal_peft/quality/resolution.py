@@ -26,7 +26,8 @@ class ResolutionEstimator(torch.nn.Module):
     """Effective resolution score [B] (float32, in pixels, higher = more detail) of pixel_values [B, C, H, W].
 
     Args:
-        image_mean, image_std: the image processor's normalisation of float input (None: 0.5, i.e. [-1, 1]).
+        image_mean: the image processor's normalisation mean of float input (None: 0.5, i.e. [-1, 1]).
+        image_std: the image processor's normalisation std of float input (None: 0.5).
         eps: gradient energy (intensity^2 per pixel) below which an image counts as flat (score 0).
     """
 
