@@ -1,11 +1,18 @@
 """Build the pretrained face-ViT base and show it is meaningfully better than a random-init ViT.
 
-Run: ``python benchmarks/pretrain_base.py [--rebuild] [--cache-dir DIR] [--steps N] [--olivetti DIR]``
+Run: ``python benchmarks/pretrain_base.py [--rebuild] [--ship] [--plot PNG] [--cache-dir DIR] [--steps N]
+[--olivetti DIR]``
+
+Without ``--rebuild`` the shipped (or cached) base is loaded and only evaluated. ``--rebuild`` trains it from
+scratch, timing wall and CPU seconds, printing the loss curve and (for the default settings) whether the
+rebuild reproduces the shipped fp16 weights bit for bit. ``--ship`` (maintainers) also writes the build into
+``petal_peft/zoo/weights/`` so it ships with the package.
 
 Prints, side by side for the pretrained base and a random-init model of the same config:
 - 1:1 verification (10-fold best-threshold accuracy over cosine scores, and ROC AUC), and
 - closed-set identification (rank-1 / rank-5, one gallery image per identity),
-on (a) held-out SYNTHETIC identities never seen in pretraining (not faces), and (b) the eval identity group
+on (a) held-out SYNTHETIC identities (the eval group of ``synthetic_identity_groups()``, never seen
+in pretraining; not faces), and (b) the eval identity group
 of the real Olivetti faces when a local copy exists (see docs/real_faces.md), else says it is missing.
 """
 
@@ -13,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,13 +30,18 @@ import torch.nn.functional as F
 
 from petal_peft.zoo.pretrained_base import (
     PretrainSettings,
+    base_cache_dir,
+    build_pretrained_base,
     embed,
     get_pretrained_base,
+    load_base_dir,
     normalize_pixels,
     random_init_base,
+    save_base_dir,
+    shipped_base_dir,
+    synthetic_identity_groups,
 )
 from petal_peft.zoo.real_faces import RealFacesUnavailableError, load_olivetti_faces, split_identities
-from petal_peft.zoo.synthetic_identities import SyntheticIdentities
 
 
 @torch.no_grad()
@@ -96,34 +110,85 @@ def report(name: str, images: torch.Tensor, labels: np.ndarray, models: dict) ->
         print(f"{mname:<22}{acc:>11.4f}{auc:>8.4f}{r1:>9.4f}{r5:>9.4f}")
 
 
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _loss_summary(losses: list[float], plot: str | None) -> None:
+    arr = np.asarray(losses)
+    k = max(1, len(arr) // 10)
+    means = [f"{arr[i : i + k].mean():.2f}" for i in range(0, len(arr), k)]
+    print(f"loss (mean of each tenth of training, {len(arr)} steps): " + " -> ".join(means))
+    if plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(arr, lw=0.5, alpha=0.4, label="step")
+        w = max(1, len(arr) // 50)
+        ax.plot(np.arange(w - 1, len(arr)), np.convolve(arr, np.ones(w) / w, mode="valid"), label=f"mean of {w}")
+        ax.set(xlabel="step", ylabel="CosFace loss", title="face-ViT base pretraining (synthetic identities)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(plot, dpi=120)
+        print(f"loss plot: {plot}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache-dir", default=None)
-    ap.add_argument("--rebuild", action="store_true", help="retrain even if a cached base exists (to time it)")
+    ap.add_argument("--rebuild", action="store_true", help="retrain even if a shipped/cached base exists")
+    ap.add_argument("--ship", action="store_true", help="rebuild and write it into petal_peft/zoo/weights/")
+    ap.add_argument("--plot", default=None, help="write the loss curve of a rebuild to this PNG")
     ap.add_argument("--steps", type=int, default=None, help="override training steps (changes the cache key)")
     ap.add_argument("--olivetti", default=None, help="scikit-learn data_home holding the Olivetti cache")
     ap.add_argument("--eval-identities", type=int, default=200)
     ap.add_argument("--eval-images", type=int, default=6)
     args = ap.parse_args()
 
-    settings = PretrainSettings()
-    if args.steps is not None:
-        settings = dataclasses.replace(settings, steps=args.steps)
+    default = PretrainSettings()
+    settings = default if args.steps is None else dataclasses.replace(default, steps=args.steps)
     torch.set_num_threads(settings.num_threads)
-    t0 = time.perf_counter()
-    base, proc = get_pretrained_base(args.cache_dir, rebuild=args.rebuild, settings=settings)
-    took = time.perf_counter() - t0
     print(f"settings: {settings.to_dict()}")
-    print(f"get_pretrained_base: {took:.1f} s ({'rebuilt' if args.rebuild else 'built or loaded from cache'})")
+    if args.rebuild or args.ship:
+        losses: list[float] = []
+        t0, c0 = time.perf_counter(), time.process_time()
+        base = build_pretrained_base(settings, loss_log=losses)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        print(f"build: {wall:.1f} s wall, {cpu:.1f} s CPU ({settings.num_threads} threads; CPU shared, so noisy)")
+        _loss_summary(losses, args.plot)
+        out = base_cache_dir(args.cache_dir) / f"face-vit-base-{settings.cache_key()}"
+        save_base_dir(base, settings, out)
+        base, proc = load_base_dir(out)  # evaluate exactly what is stored (fp16-rounded weights)
+        shipped = shipped_base_dir() / "model.safetensors"
+        if settings == default and shipped.is_file():
+            same = _sha(out / "model.safetensors") == _sha(shipped)
+            print(f"rebuild reproduces the shipped weights bit for bit: {same}")
+        if args.ship:
+            if settings != default:
+                raise SystemExit("--ship writes only the default settings (they are what get_pretrained_base loads).")
+            save_base_dir(base, settings, shipped_base_dir())
+            print(f"shipped: {shipped_base_dir()}")
+    else:
+        t0 = time.perf_counter()
+        base, proc = get_pretrained_base(args.cache_dir, settings=settings)
+        print(f"get_pretrained_base: {time.perf_counter() - t0:.2f} s (shipped or cached weights)")
+    shipped = shipped_base_dir() / "model.safetensors"
+    if shipped.is_file():
+        print(f"shipped weight file: {shipped.stat().st_size / 2**20:.2f} MiB ({shipped})")
     models = {"pretrained base": base, "random init (same cfg)": random_init_base(settings, seed=1234)}
 
-    # (a) held-out synthetic identities: indices after the pretraining ones, image indices never used.
-    pop = SyntheticIdentities(settings.num_identities + args.eval_identities, proc["image_size"], settings.data_seed)
-    ids = torch.arange(settings.num_identities, settings.num_identities + args.eval_identities)
-    ids = ids.repeat_interleave(args.eval_images)
+    # (a) held-out synthetic identities: the eval group (disjoint from pretraining), image indices never used.
+    groups = synthetic_identity_groups()
+    if args.eval_identities > len(groups.eval):
+        raise SystemExit(f"--eval-identities must be <= {len(groups.eval)}.")
+    pop = groups.population(proc["image_size"])
+    ids = torch.tensor(list(groups.eval[: args.eval_identities])).repeat_interleave(args.eval_images)
     img_ids = torch.arange(args.eval_images).repeat(args.eval_identities) + 10_000
     images = pop.render(ids, img_ids)
-    report("SYNTHETIC held-out identities (not faces)", images, ids.numpy(), models)
+    report("SYNTHETIC held-out identities (eval group, not faces)", images, ids.numpy(), models)
 
     # (b) real faces: the eval group of the Olivetti identity split.
     try:
