@@ -6,7 +6,8 @@ estimators and gates, so that ``peft.get_peft_model`` and ``PeftModel.from_pretr
 
 from __future__ import annotations
 
-from . import registry
+# `quality` registers the built-in quality estimators and gates by name, where the tuner finds them.
+from . import quality, registry
 from .tuner import (
     QUALITY_GATED_LORA,
     QualityGatedLinear,
@@ -16,12 +17,6 @@ from .tuner import (
 )
 from .tuner.proxy import merged_encoder
 
-try:  # the face part registers its estimators and gates by name
-    from . import quality  # noqa: F401
-except ImportError as error:  # pragma: no cover - only while the quality package is incomplete
-    if "petal_peft.quality" not in str(error):
-        raise
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -30,6 +25,7 @@ __all__ = [
     "QualityGatedLoraConfig",
     "QualityGatedLoraModel",
     "__version__",
+    "quality",
     "export_proxy_encoders",
     "merged_encoder",
     "registry",
