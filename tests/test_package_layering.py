@@ -1,0 +1,44 @@
+"""The tuner core never imports the face-recognition parts, and the quality package never imports the tuner."""
+
+import subprocess
+import sys
+import textwrap
+
+FACE_PARTS = (
+    "petal_peft.quality",
+    "petal_peft.heads",
+    "petal_peft.data",
+    "petal_peft.evaluation",
+    "petal_peft.training",
+    "petal_peft.zoo",
+)
+
+
+def loaded_modules_after(statement: str) -> set[str]:
+    script = textwrap.dedent(
+        f"""
+        import importlib.util, sys
+        # import the subpackage without running petal_peft/__init__.py (which wires everything together)
+        import types, pathlib
+        spec = importlib.util.find_spec("petal_peft")
+        package = types.ModuleType("petal_peft")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["petal_peft"] = package
+        {statement}
+        print("\\n".join(sorted(m for m in sys.modules if m.startswith("petal_peft"))))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_tuner_core_does_not_import_face_parts():
+    loaded = loaded_modules_after("import petal_peft.tuner")
+    assert "petal_peft.tuner.model" in loaded
+    assert not [m for m in loaded if m.startswith(FACE_PARTS)]
+
+
+def test_quality_package_does_not_import_the_tuner():
+    loaded = loaded_modules_after("import petal_peft.quality")
+    assert "petal_peft.quality" in loaded
+    assert not [m for m in loaded if m.startswith("petal_peft.tuner")]
