@@ -14,9 +14,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["FaceAdapterTrainingConfig", "parse_args"]
+__all__ = ["FINETUNE_METHODS", "FaceAdapterTrainingConfig", "parse_args"]
 
 QualitySource = Literal["auto", "estimator", "degradation"]
+FinetuneMethod = Literal["quality_gated", "lora", "full"]
+FINETUNE_METHODS = ("quality_gated", "lora", "full")
 
 
 @dataclass
@@ -64,6 +66,15 @@ class FaceAdapterTrainingConfig:
     head_scale: float = field(default=64.0, metadata={"help": "Logit scale s of the margin head."})
     head_margin: float | None = field(
         default=None, metadata={"help": "Margin m (default: the head's own, CosFace 0.4, ArcFace 0.5)."}
+    )
+    # ---- what is trained ---------------------------------------------------------------------------------------
+    finetune_method: FinetuneMethod = field(
+        default="quality_gated",
+        metadata={
+            "help": "'quality_gated' (the PETALface adapter), 'lora' (PEFT's plain LoRA of rank 2 * lora_r on the "
+            "same target modules: the same trainable-parameter count, no gate) or 'full' (every backbone weight "
+            "trained; the baselines of the paper)."
+        },
     )
     # ---- adapter (QualityGatedLoraConfig) --------------------------------------------------------------------
     lora_r: int = field(default=8, metadata={"help": "Rank of each of the two quality branches."})
@@ -185,6 +196,8 @@ class FaceAdapterTrainingConfig:
                 raise ValueError
         except ValueError:
             problems.append(f"--quality_estimator_kwargs must be a JSON object, got {self.quality_estimator_kwargs!r}")
+        if self.finetune_method not in FINETUNE_METHODS:
+            problems.append(f"--finetune_method must be one of {FINETUNE_METHODS}, got {self.finetune_method!r}")
         if self.quality_source == "estimator" and not self.quality_estimator:
             problems.append("--quality_source estimator needs --quality_estimator NAME")
         if self.quality_source == "degradation" and self.degrade_fraction == 0:
@@ -201,7 +214,10 @@ class FaceAdapterTrainingConfig:
         return self.base_model is None and self.train_data is None
 
     def resolved_quality_source(self) -> str:
-        """'estimator' or 'degradation'; raises when neither can give a per-image quality."""
+        """'estimator' or 'degradation' ('none' for the ungated baselines); raises when the gated adapter has
+        no way to get a per-image quality."""
+        if self.finetune_method != "quality_gated":
+            return "none"
         if self.quality_source != "auto":
             return self.quality_source
         if self.quality_estimator:

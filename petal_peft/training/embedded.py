@@ -5,8 +5,10 @@ folder whose probes are made low-resolution (seeded LowResolutionDegradation) wh
 which is the situation the quality gate is for. Built once into the petal-peft cache and reused.
 
 The real faces are the Olivetti/AT&T set (see petal_peft.zoo.real_faces). Where it is not on the machine,
-the run falls back to the procedural synthetic identities the base was NOT pretrained on, and says so: those
-are not faces, and results on them must not be reported as face results.
+the run falls back to procedural synthetic identities and says so: the adapt identities come from the *adapt*
+group and the eval identities from the *eval* group of ``synthetic_identity_groups()``, both disjoint from the
+identities the base was pretrained on and from each other. Those are not faces, and results on them must not
+be reported as face results.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ __all__ = ["EmbeddedData", "prepare_embedded_data"]
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED_DATA_VERSION = 1
+EMBEDDED_DATA_VERSION = 2
 #: Probes of the embedded eval split are shrunk to this short-side range (TinyFace faces are ~20 px).
 PROBE_MIN_SIZE, PROBE_MAX_SIZE = 10, 20
-SYNTHETIC_FIRST_ID, SYNTHETIC_IDENTITIES, SYNTHETIC_IMAGES = 5000, 40, 10
+#: identities taken from each of the adapt and eval synthetic groups, and images rendered per identity
+SYNTHETIC_IDENTITIES, SYNTHETIC_IMAGES = 20, 10
 
 
 @dataclass
@@ -39,25 +42,32 @@ class EmbeddedData:
 
 
 def _samples(image_size: int):
-    """(samples, description, real?) from the real-face set, else from unseen synthetic identities."""
-    from ..zoo.real_faces import FaceSample, RealFacesUnavailableError, load_real_faces
+    """(samples, description, real?, split or None) from the real-face set, else from unseen synthetic
+    identities (already split: adapt group and eval group of ``synthetic_identity_groups()``)."""
+    from ..zoo.real_faces import FaceSample, IdentitySplit, RealFacesUnavailableError, load_real_faces
 
     try:
-        return load_real_faces("olivetti"), "Olivetti/AT&T faces (real, 40 people)", True
+        return load_real_faces("olivetti"), "Olivetti/AT&T faces (real, 40 people)", True, None
     except RealFacesUnavailableError as err:
         logger.warning("%s", err)
     import torch
 
-    from ..zoo.synthetic_identities import SyntheticIdentities
+    from ..zoo.pretrained_base import synthetic_identity_groups
 
-    population = SyntheticIdentities(num_identities=SYNTHETIC_FIRST_ID + SYNTHETIC_IDENTITIES, image_size=image_size)
-    ids = torch.arange(SYNTHETIC_FIRST_ID, SYNTHETIC_FIRST_ID + SYNTHETIC_IDENTITIES).repeat_interleave(
-        SYNTHETIC_IMAGES
-    )
-    image_ids = torch.arange(SYNTHETIC_IMAGES).repeat(SYNTHETIC_IDENTITIES)
+    groups = synthetic_identity_groups()
+    population = groups.population(image_size)
+    adapt = list(groups.adapt[:SYNTHETIC_IDENTITIES])
+    evaluation = list(groups.eval[:SYNTHETIC_IDENTITIES])
+    ids = torch.tensor(adapt + evaluation).repeat_interleave(SYNTHETIC_IMAGES)
+    image_ids = torch.arange(SYNTHETIC_IMAGES).repeat(len(adapt) + len(evaluation))
     pixels = (population.render(ids, image_ids).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     samples = [FaceSample(Image.fromarray(p, "RGB"), f"synth{int(i)}") for p, i in zip(pixels, ids)]
-    return samples, "procedural synthetic identities (NOT faces: the real-face set is not installed)", False
+    split = IdentitySplit((), tuple(f"synth{i}" for i in adapt), tuple(f"synth{i}" for i in evaluation))
+    description = (
+        "procedural synthetic identities (NOT faces: the real-face set is not installed), adapt and eval groups "
+        "the base never saw"
+    )
+    return samples, description, False, split
 
 
 def prepare_embedded_data(cache_root: str | os.PathLike, image_size: int, seed: int = 0) -> EmbeddedData:
@@ -68,9 +78,10 @@ def prepare_embedded_data(cache_root: str | os.PathLike, image_size: int, seed: 
     root = Path(cache_root) / f"embedded-data-v{EMBEDDED_DATA_VERSION}-s{seed}-{image_size}px"
     info_file = root / "SOURCE.txt"
     if not info_file.is_file():
-        samples, description, real = _samples(image_size)
+        samples, description, real, split = _samples(image_size)
         with atomic_directory(root) as tmp:
-            split = split_identities([s.identity for s in samples], seed=seed)
+            if split is None:
+                split = split_identities([s.identity for s in samples], seed=seed)
             write_train_folder(samples, tmp / "adapt", identities=split.adapt)
             write_eval_folders(samples, tmp / "eval", identities=split.eval, seed=seed)
             probe_dir = tmp / "eval" / "Probe"

@@ -20,7 +20,10 @@ from .config import FaceAdapterTrainingConfig
 __all__ = [
     "BaseModelInfo",
     "FaceEmbeddingClassifier",
+    "backbone_parameter_counts",
+    "build_backbone",
     "build_lora_config",
+    "build_plain_lora_config",
     "embedding_size",
     "load_base_model",
     "resolve_image_settings",
@@ -129,6 +132,62 @@ def build_lora_config(config: FaceAdapterTrainingConfig, info: BaseModelInfo) ->
         image_mean=info.image_mean,
         image_std=info.image_std,
     )
+
+
+def _resolved_target_modules(config: FaceAdapterTrainingConfig, base: nn.Module) -> Any:
+    """The target modules the quality-gated adapter would use on ``base`` (flags, else the per-arch default)."""
+    if config.target_modules:
+        return list(config.target_modules)
+    from ..tuner import default_target_modules
+
+    model_type = getattr(getattr(base, "config", None), "model_type", None)
+    targets = default_target_modules(model_type)
+    if targets is None:
+        raise ValueError(
+            f"petal-peft has no default target modules for model type {model_type!r}: pass --target_modules."
+        )
+    return targets
+
+
+def build_plain_lora_config(config: FaceAdapterTrainingConfig, base: nn.Module) -> Any:
+    """PEFT's plain LoRA baseline: rank ``2 * lora_r`` on the same modules, so it trains exactly as many
+    parameters as the dual-branch adapter (two rank-r branches), with the same scale ``lora_alpha / lora_r``."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=2 * config.lora_r,
+        lora_alpha=2 * config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=_resolved_target_modules(config, base),
+        init_lora_weights=config.init_weights_value(),
+    )
+
+
+def build_backbone(base: nn.Module, config: FaceAdapterTrainingConfig, info: BaseModelInfo) -> nn.Module:
+    """The trainable backbone for ``config.finetune_method``.
+
+    ``quality_gated``: a PeftModel with the quality-gated adapter (base frozen); ``lora``: a PeftModel with
+    plain LoRA (base frozen); ``full``: the base itself with every weight trainable (no PEFT).
+    """
+    from peft import get_peft_model
+
+    method = config.finetune_method
+    if method == "quality_gated":
+        return get_peft_model(base, build_lora_config(config, info))
+    if method == "lora":
+        return get_peft_model(base, build_plain_lora_config(config, base))
+    if method == "full":
+        for param in base.parameters():
+            param.requires_grad_(True)
+        return base
+    raise ValueError(f"unknown finetune_method {method!r}.")
+
+
+def backbone_parameter_counts(backbone: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters of a backbone; for PEFT models the total is the frozen base plus adapter."""
+    trainable = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in backbone.parameters())
+    return trainable, total
 
 
 class FaceEmbeddingClassifier(nn.Module):

@@ -28,7 +28,8 @@ from .evaluation_hook import EvaluationHook, TinyFaceEvaluationHook, preserved_r
 from .model_card import push_adapter_folder, render_model_card
 from .modeling import (
     FaceEmbeddingClassifier,
-    build_lora_config,
+    backbone_parameter_counts,
+    build_backbone,
     embedding_size,
     load_base_model,
     resolve_image_settings,
@@ -56,6 +57,10 @@ class TrainResult:
     hub_url: str | None = None
     runtime_s: float = 0.0
     train_description: str = ""
+    finetune_method: str = "quality_gated"
+    #: trainable backbone parameters (adapter, or every weight for full fine-tuning) and all backbone parameters
+    trainable_parameters: int = 0
+    total_parameters: int = 0
 
 
 def format_metrics_table(before: dict[str, Any], after: dict[str, Any]) -> str:
@@ -120,7 +125,6 @@ def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | N
     """
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
-    from peft import get_peft_model
     from transformers import get_linear_schedule_with_warmup
 
     import petal_peft  # noqa: F401  (registers the adapter type, estimators and gates)
@@ -150,7 +154,8 @@ def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | N
     train_dataset = build_train_dataset(config, train_source, info.image_size, info.image_mean, info.image_std)
     train_loader, sampler = build_train_dataloader(config, train_dataset, accelerator.num_processes)
     if evaluation_hook is None and eval_source is not None:
-        evaluation_hook = TinyFaceEvaluationHook(
+        hook_class = TinyFaceEvaluationHook if config.finetune_method == "quality_gated" else _PlainTinyFaceHook
+        evaluation_hook = hook_class(
             eval_source,
             info.image_size,
             info.image_mean,
@@ -170,8 +175,8 @@ def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | N
         if not getattr(base, "supports_gradient_checkpointing", False):
             raise ValueError(f"{type(base).__name__} does not support gradient checkpointing.")
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    lora_config = build_lora_config(config, info)
-    peft_model = get_peft_model(base, lora_config)
+    peft_model = build_backbone(base, config, info)
+    trainable_parameters, total_parameters = backbone_parameter_counts(peft_model)
     head_kwargs: dict[str, Any] = {"s": config.head_scale}
     if config.head_margin is not None:
         head_kwargs["m"] = config.head_margin
@@ -315,11 +320,7 @@ def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | N
             "after": metrics_after,
             "train": {"global_step": progress.global_step, "final_loss": progress.last_loss},
         }
-        with atomic_directory(adapter_dir) as tmp:
-            unwrapped.backbone.save_pretrained(str(tmp))
-            unwrapped.head.save_pretrained(tmp)
-            (tmp / "training_config.json").write_text(config.to_json())
-            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        if config.finetune_method == "quality_gated":
             adapter_config = unwrapped.backbone.peft_config[unwrapped.backbone.active_adapter]
             card = render_model_card(
                 model_name=config.hub_model_id or f"{Path(config.output_dir).name}-adapter",
@@ -351,6 +352,13 @@ def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | N
                 eval_dataset_name=getattr(evaluation_hook, "dataset_name", None) if metrics_after else None,
                 train_dataset_name=train_description,
             )
+        else:
+            card = _baseline_card(config, info.name, progress.global_step, trainable_parameters, total_parameters)
+        with atomic_directory(adapter_dir) as tmp:
+            unwrapped.backbone.save_pretrained(str(tmp))
+            unwrapped.head.save_pretrained(tmp)
+            (tmp / "training_config.json").write_text(config.to_json())
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
             (tmp / "README.md").write_text(card, encoding="utf-8")
         if config.push_to_hub:
             hub_url = push_adapter_folder(adapter_dir, config.hub_model_id, private=config.hub_private_repo)
@@ -368,7 +376,39 @@ def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | N
         hub_url=hub_url,
         runtime_s=time.perf_counter() - start,
         train_description=train_description,
+        finetune_method=config.finetune_method,
+        trainable_parameters=trainable_parameters,
+        total_parameters=total_parameters,
     )
+
+
+def _baseline_card(config: FaceAdapterTrainingConfig, base_name: str, steps: int, trainable: int, total: int) -> str:
+    """A short README for the ungated baselines (plain LoRA, full fine-tuning): what they are and how to load."""
+    if config.finetune_method == "lora":
+        what = (
+            f"PEFT's plain LoRA (rank {2 * config.lora_r}, no quality gate) trained as a baseline for the "
+            "quality-gated adapter: same target modules and trainable-parameter count."
+        )
+        load = "from peft import PeftModel\nmodel = PeftModel.from_pretrained(base_model, folder)"
+    else:
+        what = "The whole backbone fine-tuned (every weight trained): the full fine-tuning baseline."
+        load = "from transformers import AutoModel\nmodel = AutoModel.from_pretrained(folder)"
+    return (
+        f"# {Path(config.output_dir).name} ({config.finetune_method} baseline)\n\n{what}\n\n"
+        f"- base model: `{base_name}`\n- optimizer steps: {steps}\n"
+        f"- trainable backbone parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.3f}%)\n"
+        f"- margin head (`head.safetensors`) saved alongside; it is not needed for embeddings.\n\n"
+        f"```python\n{load}\n```\n"
+    )
+
+
+class _PlainTinyFaceHook(TinyFaceEvaluationHook):
+    """The TinyFace hook for the ungated baselines: one encoder for probes and gallery alike."""
+
+    def embedder(self, peft_model: torch.nn.Module) -> Any:
+        from ..evaluation.extractor import plain_embedder
+
+        return plain_embedder(peft_model, **self.extractor_kwargs)
 
 
 def _numeric(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
