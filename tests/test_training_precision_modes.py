@@ -10,16 +10,6 @@ from test_training_helpers import make_eval_folder, make_face_folder, make_tiny_
 from petal_peft.training import parse_args, train
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerator_state():
-    # Accelerate keeps one process-wide state; each run here asks for a different precision.
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 @pytest.mark.parametrize(
     "overrides",
     [

@@ -124,6 +124,7 @@ def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | N
     :class:`~petal_peft.data.DataValidationError` before the model is even loaded.
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import ProjectConfiguration, set_seed
     from transformers import get_linear_schedule_with_warmup
 
@@ -133,6 +134,9 @@ def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | N
 
     start = time.perf_counter()
     output_dir = Path(config.output_dir)
+    # Accelerate keeps one process-wide state; a second train() in the same process (a benchmark, a notebook)
+    # may ask for another precision. The process-group part (PartialState) is kept.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         cpu=_use_cpu(config),
         mixed_precision=config.mixed_precision,
