@@ -82,6 +82,8 @@ DDP_SCRIPT = textwrap.dedent(
     if rank == 0:
         grads = {{n: p.grad for n, p in model.named_parameters() if p.requires_grad}}
         torch.save(grads, {out!r})
+    # both ranks leave together: a rank exiting while gloo still talks to it aborts the other one
+    dist.barrier()
     dist.destroy_process_group()
     """
 )
