@@ -6,15 +6,11 @@ import json
 
 import pytest
 import torch
+from peft import PeftModel, get_peft_model
+from transformers import ViTConfig, ViTModel
 
+import petal_peft
 import petal_peft.quality as Q
-
-petal_peft = pytest.importorskip("petal_peft")
-if not hasattr(petal_peft, "QualityGatedLoraConfig"):  # pragma: no cover - while the tuner is being written
-    pytest.skip("petal_peft.QualityGatedLoraConfig is not available yet", allow_module_level=True)
-
-from peft import PeftModel, get_peft_model  # noqa: E402
-from transformers import ViTConfig, ViTModel  # noqa: E402
 
 TINY = dict(
     hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, image_size=32, patch_size=8
