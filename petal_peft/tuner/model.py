@@ -54,8 +54,14 @@ class QualityGatedLoraModel(LoraModel):
         object.__setattr__(self, "_quality_state", QualityState())
         object.__setattr__(self, "_quality_fns", {})
         object.__setattr__(self, "_hook_handles", [])
+        object.__setattr__(self, "_layer_cache", None)  # (gated layers, checkpointable layers), found once
         super().__init__(model, config, adapter_name, **kwargs)
         self._install_quality_hooks()
+
+    def inject_adapter(self, *args: Any, **kwargs: Any) -> None:
+        super().inject_adapter(*args, **kwargs)
+        # walked here, outside any forward, so that torch.compile never sees this cache change
+        self._refresh_layer_cache()
 
     # ------------------------------------------------------------------------------------------- injection
     def _prepare_adapter_config(self, peft_config: QualityGatedLoraConfig, model_config: dict) -> Any:
@@ -118,6 +124,7 @@ class QualityGatedLoraModel(LoraModel):
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
         self._quality_fns.pop(adapter_name, None)
+        self._refresh_layer_cache()
 
     # ------------------------------------------------------------------------------------------- quality
     def _active_config(self, adapter_name: str | None = None) -> QualityGatedLoraConfig:
@@ -218,14 +225,24 @@ class QualityGatedLoraModel(LoraModel):
     def _quality_post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         self._quality_state.quality = None
 
+    def _refresh_layer_cache(self) -> None:
+        modules = list(self.model.modules())
+        gated = [m for m in modules if isinstance(m, QualityGatedLinear)]
+        checkpointable = [m for m in modules if hasattr(m, "gradient_checkpointing")]
+        self._layer_cache = (gated, checkpointable)
+
+    def _layers(self) -> tuple[list[QualityGatedLinear], list[nn.Module]]:
+        """The gated layers and the blocks that can be gradient-checkpointed (walked when adapters change)."""
+        if self._layer_cache is None:
+            self._refresh_layer_cache()
+        return self._layer_cache
+
     def _needs_quality(self) -> bool:
-        return any(
-            isinstance(m, QualityGatedLinear) and not m.disable_adapters and not m.merged for m in self.model.modules()
-        )
+        return any(not m.disable_adapters and not m.merged for m in self._layers()[0])
 
     def _capture_quality_in_checkpointing(self) -> None:
         # transformers re-runs a checkpointed block's forward during backward; make it see its forward-time quality.
-        for layer in self.model.modules():
+        for layer in self._layers()[1]:
             if getattr(layer, "gradient_checkpointing", False) is True and hasattr(
                 layer, "_gradient_checkpointing_func"
             ):
@@ -277,6 +294,7 @@ class QualityGatedLoraModel(LoraModel):
 
     def _unload_and_optionally_merge(self, *args: Any, **kwargs: Any) -> nn.Module:
         model = super()._unload_and_optionally_merge(*args, **kwargs)
+        self._refresh_layer_cache()
         self._remove_quality_hooks()
         return model
 
