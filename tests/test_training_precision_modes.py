@@ -35,3 +35,20 @@ def test_training_mode_runs_and_updates_both_branches(tmp_path, overrides):
     for name in ("rank-1", "rank_1", "rank1"):
         if name in result.metrics_after:
             assert 0.0 <= float(result.metrics_after[name]) <= 100.0
+
+
+def test_missing_tensorboard_is_a_clear_error_before_training(tmp_path, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a, **k: None if name in ("tensorboard", "tensorboardX") else real_find_spec(name, *a, **k),
+    )
+    base = make_tiny_base(tmp_path / "base")
+    data = make_face_folder(tmp_path / "train")
+    config = parse_args(tiny_flags(base, data, tmp_path / "out", report_to="tensorboard"))
+    with pytest.raises(ValueError, match="pip install tensorboard"):
+        train(config)
+    assert not (tmp_path / "out" / "adapter").exists()

@@ -91,6 +91,16 @@ def _tracker_config(config: FaceAdapterTrainingConfig) -> dict[str, Any]:
     return out
 
 
+def _check_tracker_available(report_to: str) -> None:
+    """Accelerate only warns and drops a tracker it cannot import; say so before training instead."""
+    import importlib.util
+
+    if report_to == "tensorboard" and not any(
+        importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX")
+    ):
+        raise ValueError("--report_to tensorboard needs `pip install tensorboard` (or pass --report_to none).")
+
+
 def _use_cpu(config: FaceAdapterTrainingConfig) -> bool:
     """Accelerate treats a torchrun launch as multi-process only for GPUs unless told it is a CPU run."""
     if config.use_cpu:
@@ -137,6 +147,7 @@ def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | N
     # Accelerate keeps one process-wide state; a second train() in the same process (a benchmark, a notebook)
     # may ask for another precision. The process-group part (PartialState) is kept.
     AcceleratorState._reset_state()
+    _check_tracker_available(config.report_to)
     accelerator = Accelerator(
         cpu=_use_cpu(config),
         mixed_precision=config.mixed_precision,
