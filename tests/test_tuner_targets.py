@@ -4,7 +4,6 @@ import re
 
 import pytest
 import torch
-import transformers as T
 from peft import get_peft_model
 from tiny_models import embedding, images, randomize_adapters, tiny_model
 from torch import nn
@@ -41,31 +40,13 @@ def test_default_targets_are_qkv_plus_final_projection(kind):
 
 
 def test_model_without_default_asks_for_target_modules():
-    base = T.BeitModel(
-        T.BeitConfig(
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=32,
-            patch_size=8,
-        )
-    )
+    base = tiny_model("beit")  # no default targets for BEiT
     with pytest.raises(ValueError, match="target_modules"):
         get_peft_model(base, QualityGatedLoraConfig())
 
 
 def test_explicit_targets_work_on_any_model():
-    base = T.BeitModel(
-        T.BeitConfig(
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=32,
-            patch_size=8,
-        )
-    )
+    base = tiny_model("beit")  # no default targets for BEiT
     model = get_peft_model(base, QualityGatedLoraConfig(target_modules=["q_proj", "v_proj"]))
     assert sum(isinstance(m, QualityGatedLinear) for m in model.modules()) == 2
 

@@ -23,60 +23,29 @@ def tiny_vit(seed: int = 0) -> T.ViTModel:
     return T.ViTModel(config).eval()
 
 
+# Shared by the tiny ViT-like configs below: one block, width 32, 8 px patches on 32 px images.
+_TINY = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=IMAGE, patch_size=8)
+
+_BUILDERS = {
+    "deit": lambda: T.DeiTModel(T.DeiTConfig(intermediate_size=64, **_TINY)),
+    "dinov2": lambda: T.Dinov2Model(T.Dinov2Config(mlp_ratio=2, **_TINY)),
+    "swin": lambda: T.SwinModel(
+        T.SwinConfig(embed_dim=16, depths=[1, 1], num_heads=[2, 2], image_size=IMAGE, patch_size=4, window_size=4)
+    ),
+    "clip": lambda: T.CLIPVisionModelWithProjection(
+        T.CLIPVisionConfig(intermediate_size=64, projection_dim=16, **_TINY)
+    ),
+    "siglip": lambda: T.SiglipVisionModel(T.SiglipVisionConfig(intermediate_size=64, **_TINY)),
+    "beit": lambda: T.BeitModel(T.BeitConfig(intermediate_size=64, **_TINY)),
+}
+
+
 def tiny_model(kind: str, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
+    """A tiny random model of ``kind`` (vit, deit, dinov2, swin, clip, siglip, beit), in eval mode."""
     if kind == "vit":
         return tiny_vit(seed)
-    if kind == "deit":
-        return T.DeiTModel(
-            T.DeiTConfig(
-                hidden_size=32,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                intermediate_size=64,
-                image_size=IMAGE,
-                patch_size=8,
-            )
-        ).eval()
-    if kind == "dinov2":
-        return T.Dinov2Model(
-            T.Dinov2Config(
-                hidden_size=32,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                mlp_ratio=2,
-                image_size=IMAGE,
-                patch_size=8,
-            )
-        ).eval()
-    if kind == "swin":
-        return T.SwinModel(
-            T.SwinConfig(embed_dim=16, depths=[1, 1], num_heads=[2, 2], image_size=IMAGE, patch_size=4, window_size=4)
-        ).eval()
-    if kind == "clip":
-        return T.CLIPVisionModelWithProjection(
-            T.CLIPVisionConfig(
-                hidden_size=32,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                intermediate_size=64,
-                image_size=IMAGE,
-                patch_size=8,
-                projection_dim=16,
-            )
-        ).eval()
-    if kind == "siglip":
-        return T.SiglipVisionModel(
-            T.SiglipVisionConfig(
-                hidden_size=32,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                intermediate_size=64,
-                image_size=IMAGE,
-                patch_size=8,
-            )
-        ).eval()
-    raise ValueError(kind)
+    torch.manual_seed(seed)
+    return _BUILDERS[kind]().eval()
 
 
 def randomize_adapters(model: torch.nn.Module, seed: int = 1, std: float = 0.2) -> None:
