@@ -1,4 +1,4 @@
-"""The ``petal-peft`` command line. Subcommands are argparse subparsers; each module adds its own.
+"""``petal-peft eval``: evaluate a model, an adapter or proxy encoders on a face benchmark.
 
 ``petal-peft eval --model BASE [--adapter DIR | --proxy-encoders DIR] --benchmark tinyface \
     --data DIR --out DIR``
@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
-from collections.abc import Sequence
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -145,36 +142,12 @@ def format_summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="petal-peft", description="petal-peft: quality-gated LoRA for face models")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    add_eval_arguments(
-        sub.add_parser(
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    return add_eval_arguments(
+        subparsers.add_parser(
             "eval",
             help="evaluate a model / adapter on a face benchmark",
             description="Evaluate on TinyFace, 1:1 verification (.bin or pair list) or IJB-B/C; "
             "writes a JSON report and plots to --out.",
         )
     )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, TypeError, KeyError) as err:
-        if args.verbose:
-            raise
-        print(f"petal-peft {args.command}: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
