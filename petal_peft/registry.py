@@ -58,3 +58,8 @@ QUALITY_ESTIMATORS = Registry("quality estimator")
 #: raw score [B] -> quality q in [0, 1] (1 = high quality). Factories take ``threshold``, ``temperature`` and
 #: ``higher_is_better``.
 QUALITY_GATES = Registry("quality gate")
+
+#: model_type -> default ``target_modules`` (a full-match regex, or a list of module-name suffixes) for
+#: architectures defined outside the tuner core, e.g. petal-peft's own face backbones. The tuner consults it
+#: before its built-in defaults, so ``QualityGatedLoraConfig()`` needs no ``target_modules`` for them.
+DEFAULT_TARGET_MODULES = Registry("default target modules")

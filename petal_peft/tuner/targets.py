@@ -26,6 +26,10 @@ DEFAULT_TARGET_MODULES: dict[str, str] = {
 }
 
 
-def default_target_modules(model_type: str | None) -> str | None:
-    """The default target regex for ``model_type``, or None when we have no default for it."""
+def default_target_modules(model_type: str | None) -> str | list[str] | None:
+    """The default targets for ``model_type`` (registered ones first, then the table above), or None."""
+    from ..registry import DEFAULT_TARGET_MODULES as REGISTERED
+
+    if model_type and model_type in REGISTERED:
+        return REGISTERED.get(model_type)
     return DEFAULT_TARGET_MODULES.get(model_type or "")
