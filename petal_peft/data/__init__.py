@@ -10,6 +10,7 @@ from petal_peft.data.errors import DataValidationError
 from petal_peft.data.factory import build_face_dataset, detect_source_kind
 from petal_peft.data.folder import FaceImageFolder, TinyFaceEvalSplit
 from petal_peft.data.hf import HFFaceDataset, load_hf_face_dataset
+from petal_peft.data.lfw import FaceGroups, LfwPair, lfw_face_groups, read_lfw_pairs
 from petal_peft.data.recordio import RecordIODataset, read_index, write_recordio
 from petal_peft.data.transforms import (
     DegradationResult,
@@ -24,19 +25,23 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "DataValidationError",
     "DegradationResult",
+    "FaceGroups",
     "FaceDataset",
     "FaceImageFolder",
     "FaceSubset",
     "FaceTransform",
     "HFFaceDataset",
+    "LfwPair",
     "LowResolutionDegradation",
     "RecordIODataset",
     "TinyFaceEvalSplit",
     "build_face_dataset",
     "check_image_file",
     "detect_source_kind",
+    "lfw_face_groups",
     "load_hf_face_dataset",
     "read_index",
+    "read_lfw_pairs",
     "sample_generator",
     "sample_seed",
     "validate_face_dataset",
