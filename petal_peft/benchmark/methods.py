@@ -1,0 +1,131 @@
+"""The rows of the benchmark: which model is trained how, and how each is evaluated.
+
+Every trained row goes through :func:`petal_peft.training.train` with the same data, steps, batch, optimiser,
+head and seeds; only ``finetune_method`` and the row's ``overrides`` differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .settings import BenchmarkSettings
+
+__all__ = ["MethodSpec", "default_methods", "train_config"]
+
+
+@dataclass
+class MethodSpec:
+    """One row: a trained, untouched or reference model, and the ways it is evaluated.
+
+    ``finetune_method`` None means not trained: the base untouched, or, with ``reference``, a reference model
+    from :data:`petal_peft.benchmark.REFERENCE_MODELS` (e.g. the dlib descriptor) evaluated on the same images.
+    ``eval_modes``: ``plain``, ``gate`` (the adapter gated per image) and ``proxy`` (merged proxy encoders).
+    """
+
+    name: str
+    finetune_method: str | None  # None: not trained
+    eval_modes: tuple[str, ...] = ("plain",)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    is_variant: bool = False  # a quality-gated variant that competes for "best gate variant"
+    reference: str | None = None  # a REFERENCE_MODELS name (then finetune_method is None)
+
+    def __post_init__(self) -> None:
+        if self.reference is not None and self.finetune_method is not None:
+            raise ValueError(f"method {self.name!r}: a reference row is not trained (finetune_method must be None).")
+        if "/" in self.name or not self.name:
+            raise ValueError(f"method name {self.name!r} must be non-empty and contain no '/'.")
+
+    @property
+    def trained(self) -> bool:
+        return self.finetune_method is not None
+
+
+def default_methods(references: tuple[str, ...] = ()) -> list[MethodSpec]:
+    """Pretrained, full FT, plain LoRA, three variants of ours (estimator/calibration/targets), references."""
+    # every linear layer of a transformers 5 ViTModel (module-name suffixes)
+    vit_all_linear = ["q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2", "dense"]
+    methods = [
+        MethodSpec("pretrained", None, description="the pretrained base, untouched"),
+        MethodSpec("full", "full", description="full fine-tuning (every backbone weight)"),
+        MethodSpec("lora", "lora", description="PEFT plain LoRA, rank 2r, same targets and parameter count"),
+        MethodSpec(
+            "ours",
+            "quality_gated",
+            ("gate", "proxy"),
+            {"quality_source": "estimator"},
+            "quality-gated: 'resolution' estimator, gate calibrated on adapt images, trained with estimated q",
+            True,
+        ),
+        MethodSpec(
+            "ours-degq",
+            "quality_gated",
+            ("gate", "proxy"),
+            {"quality_source": "degradation"},
+            "quality-gated, trained with the degradation level as q (test: calibrated 'resolution' gate)",
+            True,
+        ),
+        MethodSpec(
+            "ours-alllin",
+            "quality_gated",
+            ("gate",),
+            {"quality_source": "estimator", "target_modules": vit_all_linear},
+            "quality-gated on every linear layer (q, k, v, o, fc1, fc2, pooler): more parameters",
+            True,
+        ),
+    ]
+    for name in references:
+        methods.append(MethodSpec(f"{name}-reference", None, reference=name, description=f"reference model {name!r}"))
+    return methods
+
+
+def train_config(
+    spec: MethodSpec,
+    s: BenchmarkSettings,
+    seed: int,
+    base_model: str | None,
+    train_dir: Path,
+    out_dir: Path,
+    gate: dict[str, Any],
+    image_size: int,
+) -> Any:
+    """The FaceAdapterTrainingConfig of one (row, seed): the shared budget plus the row's overrides."""
+    from ..training import FaceAdapterTrainingConfig
+
+    sizes = s.capture_sizes("train", image_size)
+    fields: dict[str, Any] = dict(
+        base_model=base_model,
+        train_data=str(train_dir),
+        output_dir=str(out_dir),
+        finetune_method=spec.finetune_method,
+        head=s.head,
+        head_scale=s.head_scale,
+        head_margin=s.head_margin,
+        lora_r=s.lora_r,
+        lora_alpha=s.lora_r,
+        learning_rate=s.learning_rate,
+        weight_decay=s.weight_decay,
+        max_steps=s.steps,
+        warmup_steps=max(1, s.steps // 10),
+        per_device_train_batch_size=s.batch_size,
+        degrade_fraction=s.degrade_fraction,
+        degrade_min_size=sizes[0],
+        degrade_max_size=sizes[1],
+        seed=seed,
+        report_to="none",
+        eval_before_training=False,
+        progress_bar=False,
+        logging_steps=max(1, s.steps // 10),
+        use_cpu=True,
+    )
+    if spec.finetune_method == "quality_gated":
+        fields.update(
+            quality_estimator="resolution",
+            gate_mode=gate["gate_mode"],
+            gate_threshold=gate["gate_threshold"],
+            gate_temperature=gate["gate_temperature"],
+        )
+    fields.update(spec.overrides)
+    return FaceAdapterTrainingConfig(**fields)

@@ -1,0 +1,167 @@
+"""One benchmark run: data from the chosen source, every row trained and evaluated per seed, then aggregated.
+
+Layout of ``<out>``:
+
+- ``<method>/seed<k>/``: each trained row's adapter (``PeftModel.from_pretrained``) or full model
+  (``AutoModel.from_pretrained``), its head, model card and ``metrics.json`` (every metric, every mode);
+- ``<method>/metrics.json`` for rows that are not trained (the untouched base, reference models);
+- ``results.json``: settings, data summary, gate calibration, every run and the aggregated rows;
+- ``base/``: the random base of pipeline checks (``--base random`` / ``standin-vit``), which the saved
+  adapters point at;
+- ``work/``: the prepared adaptation images the trainer reads and the trainer's scratch folders, deleted at
+  the end unless ``keep_work``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .aggregate import aggregate
+from .data import BenchmarkData
+from .evaluate import evaluate_split, model_embedder, reference_embedder
+from .methods import MethodSpec, default_methods, train_config
+from .models import load_base, load_trained, prepare_base, publish_run_folder, weights_file_size
+from .report import write_json
+from .settings import BenchmarkSettings
+from .sources import build_data
+from .sources.synthetic import SYNTHETIC_NOTE
+
+__all__ = ["calibrate_gate", "run_benchmark", "write_adapt_folder"]
+
+
+def calibrate_gate(data: BenchmarkData, ps: dict[str, Any]) -> dict[str, Any]:
+    """The sigmoid gate of the 'resolution' estimator, calibrated on sharp vs degraded adaptation images."""
+    from ..quality import calibrate_gate as calibrate
+    from ..quality import separation_auc
+    from ..registry import QUALITY_ESTIMATORS
+    from .evaluate import normalise
+
+    high, low = normalise(data.calib_sharp, ps), normalise(data.calib_low, ps)
+    gate = calibrate(
+        high, low, estimator="resolution", image_mean=ps["image_mean"], image_std=ps["image_std"], mode="sigmoid"
+    )
+    est = QUALITY_ESTIMATORS.build("resolution", image_mean=ps["image_mean"], image_std=ps["image_std"])
+    with torch.no_grad():
+        sh, sl = est(high), est(low)
+    gate["separation_auc"] = separation_auc(sh, sl, higher_is_better=True)
+    gate["score_sharp_median"] = float(sh.median())
+    gate["score_low_median"] = float(sl.median())
+    return gate
+
+
+def write_adapt_folder(data: BenchmarkData, root: Path) -> Path:
+    """``root/adapt-train/<identity>/<n>.png``: the sharp adaptation images (the trainer degrades them)."""
+    from ..training.atomic import atomic_directory
+
+    folder = root / "adapt-train"
+    with atomic_directory(folder) as tmp:
+        for name, images in sorted(data.adapt.items()):
+            if not name or "/" in name or name.startswith("."):
+                raise ValueError(f"identity name {name!r} cannot be a folder name.")
+            (tmp / name).mkdir()
+            for n, img in enumerate(images):
+                img.convert("RGB").save(tmp / name / f"{n}.png", format="PNG")
+    return folder
+
+
+def _evaluate_all(embedders: dict[str, Any], data: BenchmarkData, splits: tuple[str, ...]) -> dict[str, Any]:
+    return {mode: {name: evaluate_split(fn, data.splits[name]) for name in splits} for mode, fn in embedders.items()}
+
+
+def run_benchmark(s: BenchmarkSettings, methods: list[MethodSpec] | None = None) -> dict[str, Any]:
+    """Run every row for every seed; the results dict is also written to ``<out>/results.json``."""
+    from ..training import train
+    from .reference import REFERENCE_MODELS
+
+    torch.set_num_threads(s.num_threads)
+    if not s.progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    methods = methods or default_methods(s.references)
+    out = Path(s.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    work.mkdir(exist_ok=True)
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    base_model, ps = prepare_base(s.base, out / "base", s.progress)
+    image_size = int(ps["image_size"])
+    t0 = time.perf_counter()
+    data = build_data(s, image_size)
+    timings["data_s"] = time.perf_counter() - t0
+    gate = calibrate_gate(data, ps)
+    train_dir = write_adapt_folder(data, work)
+    base = load_base(base_model)
+    base_params = sum(p.numel() for p in base.parameters())
+    runs: list[dict[str, Any]] = []
+    jobs = [(spec, seed) for spec in methods for seed in (s.seeds if spec.trained else s.seeds[:1])]
+    bar = tqdm(jobs, desc="benchmark", disable=not s.progress)
+    try:
+        for spec, seed in bar:
+            bar.set_postfix(method=spec.name, seed=seed)
+            info: dict[str, Any] = {"method": spec.name, "seed": seed}
+            splits: tuple[str, ...] = ("val", "eval")
+            if spec.reference is not None:
+                reference = REFERENCE_MODELS.build(spec.reference, num_workers=s.num_threads, progress=s.progress)
+                embedders = {"plain": reference_embedder(reference)}
+                splits = ("eval",)  # not a candidate variant: validation is not needed
+                info.update(trainable_parameters=0, file_bytes=0, train_s=0.0)
+                folder = out / spec.name
+            elif not spec.trained:
+                embedders = {m: model_embedder(base, m, ps, s.eval_batch_size) for m in spec.eval_modes}
+                info.update(trainable_parameters=0, file_bytes=0, train_s=0.0)
+                folder = out / spec.name
+            else:
+                run_dir = work / "runs" / f"{spec.name}-s{seed}"
+                config = train_config(spec, s, seed, base_model, train_dir, run_dir, gate, image_size)
+                result = train(config)
+                folder = publish_run_folder(result.adapter_dir, out / spec.name / f"seed{seed}")
+                shutil.rmtree(run_dir, ignore_errors=True)
+                model = load_trained(spec.finetune_method, base_model, folder)
+                embedders = {m: model_embedder(model, m, ps, s.eval_batch_size) for m in spec.eval_modes}
+                info.update(
+                    trainable_parameters=result.trainable_parameters,
+                    file_bytes=weights_file_size(folder),
+                    train_s=result.runtime_s,
+                    final_loss=result.final_loss,
+                )
+            t_eval = time.perf_counter()
+            metrics = _evaluate_all(embedders, data, splits)
+            info["eval_s"] = time.perf_counter() - t_eval
+            if spec.reference is not None:
+                info["reference_stats"] = reference.stats()
+            rows = [dict(info, mode=mode, **metrics[mode]) for mode in metrics]
+            write_json(folder / "metrics.json", {**info, "description": spec.description, "modes": metrics})
+            runs += rows
+            if not spec.trained:  # deterministic: the same numbers for every seed
+                runs += [dict(r, seed=other) for other in s.seeds[1:] for r in rows]
+    finally:
+        if not s.keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+    results = aggregate(runs, methods, base_params)
+    results.update(
+        settings=s.to_dict(),
+        data=data.description,
+        data_tag=data.tag,
+        terms=data.terms,
+        real_faces=data.real_faces,
+        synthetic_note=None if data.real_faces else f"data are {SYNTHETIC_NOTE}",
+        data_summary=data.summary,
+        gate_calibration=gate,
+        base=s.base,
+        base_parameters=base_params,
+        image_size=image_size,
+        timings=timings,
+        runtime_s=time.perf_counter() - start,
+        methods={m.name: m.description for m in methods},
+        runs=runs,
+    )
+    write_json(out / "results.json", results)
+    return results
