@@ -55,6 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         run.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=None)
     for name in FLOAT_FLAGS:
         run.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, default=None)
+    run.add_argument(
+        "--validation-rows",
+        choices=("all", "variants"),
+        default=None,
+        help="rows also evaluated on the validation folds (default: variants, the candidates for the best one)",
+    )
+    run.add_argument("--no-flip", dest="flip_test", action="store_false", default=None, help="no flip-fused embeddings")
     run.add_argument("--keep-work", action="store_true", help="keep <out>/work (prepared adaptation images)")
     run.add_argument("--no-progress", action="store_true")
     split = sub.add_parser("split", help="print the identity groups and split sizes (reads no pixels)")

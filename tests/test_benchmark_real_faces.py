@@ -213,6 +213,7 @@ def test_rows_seeds_and_paired_differences(run):
     for row in rows.values():
         assert row["seeds"] == 2 and 0 <= row["eval/rank-1"][0] <= 100 and 0 <= row["eval/mAP"][0] <= 100
         assert 0 <= row["eval/hr_verification"][0] <= 100
+    assert "val/rank-1" not in rows["full/plain"] and "val/rank-1" in rows["ours/proxy"]  # validation: variants
     ref = rows["test-mean-reference/plain"]
     assert "val/rank-1" not in ref and ref["eval/rank-1"][1] == 0.0  # not trained: one evaluation, eval only
     assert ref["reference_stats"]["images"] == 18 + 33  # the eval probes and sharp images, once

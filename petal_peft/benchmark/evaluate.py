@@ -29,11 +29,13 @@ def normalise(images: torch.Tensor, ps: dict[str, Any]) -> torch.Tensor:
     return (images.float() / 255.0 - mean) / std
 
 
-def model_embedder(model: torch.nn.Module, mode: str, ps: dict[str, Any], batch_size: int = 256) -> ImageEmbedder:
+def model_embedder(
+    model: torch.nn.Module, mode: str, ps: dict[str, Any], batch_size: int = 256, flip: bool = True
+) -> ImageEmbedder:
     """A model evaluated ``plain``, with the adapter's ``gate`` per image, or as merged ``proxy`` encoders."""
     from ..evaluation import gated_embedder, plain_embedder, proxy_embedder_from_adapter
 
-    kwargs = {"batch_size": batch_size, "progress": False}
+    kwargs = {"batch_size": batch_size, "progress": False, "flip": flip}
     if mode == "plain":
         embedder = plain_embedder(model, **kwargs)
     elif mode == "gate":

@@ -108,14 +108,16 @@ def run_benchmark(s: BenchmarkSettings, methods: list[MethodSpec] | None = None)
             bar.set_postfix(method=spec.name, seed=seed)
             info: dict[str, Any] = {"method": spec.name, "seed": seed}
             splits: tuple[str, ...] = ("val", "eval")
+            if s.validation_rows == "variants" and not spec.is_variant:
+                splits = ("eval",)  # only the candidates for the best variant need the validation group
             if spec.reference is not None:
                 reference = REFERENCE_MODELS.build(spec.reference, num_workers=s.num_threads, progress=s.progress)
                 embedders = {"plain": reference_embedder(reference)}
-                splits = ("eval",)  # not a candidate variant: validation is not needed
+                splits = ("eval",)  # never a candidate variant
                 info.update(trainable_parameters=0, file_bytes=0, train_s=0.0)
                 folder = out / spec.name
             elif not spec.trained:
-                embedders = {m: model_embedder(base, m, ps, s.eval_batch_size) for m in spec.eval_modes}
+                embedders = {m: model_embedder(base, m, ps, s.eval_batch_size, s.flip_test) for m in spec.eval_modes}
                 info.update(trainable_parameters=0, file_bytes=0, train_s=0.0)
                 folder = out / spec.name
             else:
@@ -125,7 +127,7 @@ def run_benchmark(s: BenchmarkSettings, methods: list[MethodSpec] | None = None)
                 folder = publish_run_folder(result.adapter_dir, out / spec.name / f"seed{seed}")
                 shutil.rmtree(run_dir, ignore_errors=True)
                 model = load_trained(spec.finetune_method, base_model, folder)
-                embedders = {m: model_embedder(model, m, ps, s.eval_batch_size) for m in spec.eval_modes}
+                embedders = {m: model_embedder(model, m, ps, s.eval_batch_size, s.flip_test) for m in spec.eval_modes}
                 info.update(
                     trainable_parameters=result.trainable_parameters,
                     file_bytes=weights_file_size(folder),

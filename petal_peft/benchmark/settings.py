@@ -65,6 +65,10 @@ class BenchmarkSettings:
     calibration_images: int = 600
     # -- reference rows (not trained), by REFERENCE_MODELS name, e.g. "dlib" --------------------------------
     references: tuple[str, ...] = ()
+    # which rows are also evaluated on the validation group: "all", or "variants" (only the candidates for the
+    # best variant need it; saves evaluation time)
+    validation_rows: str = "all"
+    flip_test: bool = True  # embed each image and its mirror (flip-fused embeddings)
     num_threads: int = 2
     eval_batch_size: int = 256
     progress: bool = True
@@ -89,6 +93,8 @@ class BenchmarkSettings:
         for name in ("steps", "batch_size", "lora_r", "num_threads", "eval_batch_size", "adapt_min_images"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.validation_rows not in ("all", "variants"):
+            raise ValueError(f"validation_rows must be 'all' or 'variants', got {self.validation_rows!r}.")
         if not 0.0 <= self.degrade_fraction <= 1.0:
             raise ValueError(f"degrade_fraction must be in [0, 1], got {self.degrade_fraction}.")
 
@@ -146,6 +152,7 @@ REAL_FACE_DEFAULTS: dict[str, Any] = dict(
     head_margin=0.4,
     calibration_images=600,
     references=("dlib",),
+    validation_rows="variants",
 )
 
 

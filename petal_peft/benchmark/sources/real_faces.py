@@ -306,7 +306,7 @@ def real_faces_source(s: BenchmarkSettings, image_size: int) -> BenchmarkData:
         calib_sharp=calib_sharp,
         calib_low=calib_low,
         splits=splits,
-        tag="real faces: LFW" + (f" + {extras}" if extras else "") + ", research use only",
+        tag=f"real faces: LFW View-2 folds {', '.join(map(str, folds['eval']))}; research use only",
         terms=REAL_FACE_TERMS,
         summary=summary,
     )
