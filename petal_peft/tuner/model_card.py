@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
+from pathlib import Path
 
 from huggingface_hub import ModelCard
+
+from ..files import write_file_atomic
 
 NOTICE_MARKER = "<!-- petal-peft:how-to-load -->"
 
@@ -31,16 +33,7 @@ embeddings = model(pixel_values=x, quality=q)  # q in [0, 1] per image, 1 = high
 
 
 def _write_atomic(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".md")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_file_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def add_petal_peft_notice(directory: str) -> str:
