@@ -60,6 +60,8 @@ def test_checkpoints_hold_no_pickles(finished_run):
         assert pickle_like_files(folder) == [], f"pickle-like files in {folder}"
         names = {p.name for p in folder.iterdir()}
         assert {"checkpoint.json", "run.json", "optimizer.safetensors", "rng_state_0.safetensors"} <= names
+        record = json.loads((folder / "run.json").read_text())
+        assert {"training_config", "num_processes", "train_data", "base_model"} <= set(record)
 
 
 class _Planted:

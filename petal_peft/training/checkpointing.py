@@ -218,7 +218,7 @@ class CheckpointManager:
         self.root = Path(root)
         self.accelerator = accelerator
         self.total_limit = int(total_limit)
-        self.run_record = dict(run_record or {})
+        self.run_record = run_record if run_record is not None else {}  # filled in as the run learns more
 
     @property
     def _rank(self) -> int:
