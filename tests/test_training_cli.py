@@ -153,7 +153,7 @@ def test_model_card_content():
     values = {m["name"]: m["value"] for m in index[0]["results"][0]["metrics"]}
     assert values == {"rank-1": 55.5, "mAP": 41.25}
     for needed in (
-        "pip install petal-peft",
+        "pip install -e .",
         "import petal_peft",
         "PeftModel.from_pretrained",
         "gate_threshold",

@@ -74,7 +74,7 @@ def render_model_card(
 # {model_name}
 
 A quality-gated dual-LoRA adapter (PETALface) for low-resolution face recognition, trained with
-[petal-peft](https://pypi.org/project/petal-peft/) on top of `{base_model}`. Each adapted linear layer has a
+petal-peft on top of `{base_model}`. Each adapted linear layer has a
 high-quality branch weighted by the per-image quality q and a low-quality branch weighted by 1 - q; merged
 at q = 1 and q = 0 it gives the paper's gallery and probe proxy encoders. The classification head used for
 training is saved next to the adapter (`head.safetensors`, `head_config.json`).

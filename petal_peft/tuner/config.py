@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from peft import LoraConfig
 from peft.utils import PeftType
 
+from ..files import apply_umask
 from .model_card import add_petal_peft_notice
 
 # Options LoRA offers that this method cannot honour: each one changes the layer math (a LoRA variant), rewrites
@@ -207,3 +209,9 @@ class QualityGatedLoraConfig(LoraConfig):
         """
         super().save_pretrained(save_directory, **kwargs)
         add_petal_peft_notice(save_directory)
+        # PEFT has written the weights just before (safetensors creates them owner-only): give the folder's
+        # files the modes the umask implies, like any other saved file.
+        for name in ("adapter_model.safetensors", "adapter_config.json", "README.md"):
+            path = os.path.join(save_directory, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                apply_umask(path)

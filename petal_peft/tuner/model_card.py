@@ -14,12 +14,12 @@ NOTICE_MARKER = "<!-- petal-peft:how-to-load -->"
 NOTICE = f"""{NOTICE_MARKER}
 ## How to load this adapter
 
-This is a **quality-gated dual-LoRA** adapter (PETALface) made with
-[petal-peft](https://pypi.org/project/petal-peft/). PEFT alone cannot load it (it fails with
-`KeyError: 'QUALITY_GATED_LORA'`): install petal-peft and import it first.
+This is a **quality-gated dual-LoRA** adapter (PETALface) made with petal-peft. PEFT alone cannot load it
+(it fails with `KeyError: 'QUALITY_GATED_LORA'`): install petal-peft from its source repository and import it
+first. petal-peft is not published on a package index; from a clone of its repository:
 
 ```bash
-pip install petal-peft
+pip install -e .
 ```
 
 ```python
