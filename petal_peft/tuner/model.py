@@ -56,6 +56,13 @@ class QualityGatedLoraModel(LoraModel):
     target_module_mapping = DEFAULT_TARGET_MODULES
 
     def __init__(self, model: nn.Module, config: Any, adapter_name: str, **kwargs: Any) -> None:
+        if any(isinstance(m, QualityGatedLinear) for m in model.modules()):
+            raise ValueError(
+                f"this {type(model).__name__} already carries a quality-gated adapter: get_peft_model and "
+                "PeftModel.from_pretrained change the base model in place, so it cannot take a second one. Load "
+                "the adapter onto a fresh copy of the base model (e.g. AutoModel.from_pretrained(...)), or add "
+                "another adapter with model.load_adapter(folder, adapter_name=...)."
+            )
         # Made before injection (which happens in the base __init__), so every new layer gets the same state.
         object.__setattr__(self, "_quality_state", QualityState())
         object.__setattr__(self, "_quality_fns", {})
