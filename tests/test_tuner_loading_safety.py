@@ -160,3 +160,24 @@ def test_encoders_in_reduced_precision_match_their_base(exported):
     folder = exported / "encoders"
     gallery, probe = (AutoModel.from_pretrained(folder / name) for name in ("gallery_encoder", "probe_encoder"))
     check_proxy_encoders(exported / "encoders", gallery, probe, base_model=tiny_vit().to(torch.bfloat16))
+
+
+def test_interrupted_export_is_refused_until_exported_again(exported, monkeypatch):
+    from petal_peft.tuner import proxy
+
+    real_save = proxy._save_atomic
+
+    def crash_on_probe(model, directory):
+        if directory.name == "probe_encoder":
+            raise KeyboardInterrupt("killed while exporting")
+        real_save(model, directory)
+
+    model = PeftModel.from_pretrained(tiny_vit(), exported / "a")
+    monkeypatch.setattr(proxy, "_save_atomic", crash_on_probe)
+    with pytest.raises(KeyboardInterrupt):
+        petal_peft.export_proxy_encoders(model, exported / "encoders")
+    monkeypatch.setattr(proxy, "_save_atomic", real_save)
+    with pytest.raises(ValueError, match="was interrupted; export it again"):
+        build_embedders(tiny_vit(), proxy_encoders_path=str(exported / "encoders"), modes=["proxy"])
+    petal_peft.export_proxy_encoders(model, exported / "encoders")
+    build_embedders(tiny_vit(), proxy_encoders_path=str(exported / "encoders"), modes=["proxy"])
