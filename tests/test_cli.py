@@ -100,3 +100,12 @@ def test_metrics_table_orders_ranks_and_has_no_dash_after_resume_without_eval():
     assert "—" not in resumed and "not evaluated after training" in resumed
     assert "after" not in resumed.splitlines()[0]
     assert format_metrics_table({}, {}) == "(no evaluation set: no metrics)"
+
+
+def test_model_card_table_has_no_dash_after_resume_without_eval():
+    from petal_peft.training.model_card import _metrics_table
+
+    table = _metrics_table({"rank-10": 60.0, "rank-1": 40.0, "rank-5": 50.0}, {})
+    assert "—" not in table and "Not evaluated after training" in table
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:5]] == ["rank-1", "rank-5", "rank-10"]
+    assert "| rank-1 | 40.00 | 55.50 |" in _metrics_table({"rank-1": 40.0}, {"rank-1": 55.5})
