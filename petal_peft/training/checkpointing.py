@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +148,6 @@ class LoadedCheckpoint:
     progress: dict[str, Any]
     scaler: Any | None
     rng: tuple[dict[str, torch.Tensor], dict[str, str]] | None = None
-    warnings: list[str] = field(default_factory=list)
 
     @property
     def step(self) -> int:
@@ -187,11 +186,8 @@ def read_checkpoint(path: str | os.PathLike, rank: int | None = 0) -> LoadedChec
         check_rng_file(tensors, metadata, rng_path)
         if other == rank:
             rng = (tensors, metadata)
-    if rank is not None and rng is None:
-        raise CheckpointError(
-            f"checkpoint {path} was written by {marker.get('num_processes', 1)} process(es) and holds no state for "
-            f"process {rank}."
-        )
+    # (a process the checkpoint has no state for gets none: the run comparison refuses another process count,
+    # alike on every process, so that all of them take the same decision)
     return LoadedCheckpoint(path, marker, run_record, trainable, optimizer, scheduler, progress, scaler, rng)
 
 

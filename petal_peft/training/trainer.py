@@ -202,9 +202,10 @@ def _resume_target(
             )
         if accelerator.is_main_process:
             print(f"--resume_from_checkpoint {spec}: no checkpoint yet, starting from scratch.")
+    own = loaded is not None and loaded.path.resolve().parent == checkpoints.root.resolve()
     check_output_dir(
         config.output_dir,
-        resuming=loaded is not None,
+        resuming=own,
         overwrite=config.overwrite_output_dir,
         clear=accelerator.is_main_process,
     )
