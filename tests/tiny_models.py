@@ -37,11 +37,17 @@ _BUILDERS = {
     ),
     "siglip": lambda: T.SiglipVisionModel(T.SiglipVisionConfig(intermediate_size=64, **_TINY)),
     "beit": lambda: T.BeitModel(T.BeitConfig(intermediate_size=64, **_TINY)),
+    "vit_msn": lambda: T.ViTMSNModel(T.ViTMSNConfig(intermediate_size=64, **_TINY)),
+    "dinov2_with_registers": lambda: T.Dinov2WithRegistersModel(T.Dinov2WithRegistersConfig(mlp_ratio=2, **_TINY)),
+    "swinv2": lambda: T.Swinv2Model(
+        T.Swinv2Config(embed_dim=16, depths=[1, 1], num_heads=[2, 2], image_size=IMAGE, patch_size=4, window_size=4)
+    ),
 }
 
 
 def tiny_model(kind: str, seed: int = 0) -> torch.nn.Module:
-    """A tiny random model of ``kind`` (vit, deit, dinov2, swin, clip, siglip, beit), in eval mode."""
+    """A tiny random model of ``kind`` (vit, deit, dinov2, swin, clip, siglip, beit, vit_msn,
+    dinov2_with_registers, swinv2), in eval mode."""
     if kind == "vit":
         return tiny_vit(seed)
     torch.manual_seed(seed)

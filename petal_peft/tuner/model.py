@@ -20,7 +20,13 @@ from ..registry import QUALITY_ESTIMATORS, QUALITY_GATES
 from .config import QualityGatedLoraConfig
 from .layer import QualityGatedLinear
 from .quality_state import QualityState, capture_quality_for_recompute, validate_quality
-from .targets import DEFAULT_TARGET_MODULES, default_target_modules
+from .targets import (
+    DEFAULT_TARGET_MODULES,
+    default_target_modules,
+    linear_layer_summary,
+    resolve_default_targets,
+    unmatched_targets,
+)
 
 _PEFT_PREFIX = "base_model.model."
 
@@ -50,6 +56,13 @@ class QualityGatedLoraModel(LoraModel):
     target_module_mapping = DEFAULT_TARGET_MODULES
 
     def __init__(self, model: nn.Module, config: Any, adapter_name: str, **kwargs: Any) -> None:
+        if any(isinstance(m, QualityGatedLinear) for m in model.modules()):
+            raise ValueError(
+                f"this {type(model).__name__} already carries a quality-gated adapter: get_peft_model and "
+                "PeftModel.from_pretrained change the base model in place, so it cannot take a second one. Load "
+                "the adapter onto a fresh copy of the base model (e.g. AutoModel.from_pretrained(...)), or add "
+                "another adapter with model.load_adapter(folder, adapter_name=...)."
+            )
         # Made before injection (which happens in the base __init__), so every new layer gets the same state.
         object.__setattr__(self, "_quality_state", QualityState())
         object.__setattr__(self, "_quality_fns", {})
@@ -58,8 +71,22 @@ class QualityGatedLoraModel(LoraModel):
         super().__init__(model, config, adapter_name, **kwargs)
         self._install_quality_hooks()
 
-    def inject_adapter(self, *args: Any, **kwargs: Any) -> None:
-        super().inject_adapter(*args, **kwargs)
+    def inject_adapter(self, model: nn.Module, adapter_name: str, *args: Any, **kwargs: Any) -> None:
+        config = self.peft_config[adapter_name]
+        if isinstance(config, QualityGatedLoraConfig):
+            if config.target_modules is None:
+                config.target_modules = resolve_default_targets(model)  # None: _prepare_adapter_config explains
+            elif not kwargs.get("state_dict"):
+                missing = unmatched_targets(model, config.target_modules)
+                if missing and len(missing) == (
+                    1 if isinstance(config.target_modules, str) else len(config.target_modules)
+                ):
+                    raise ValueError(
+                        f"target_modules {missing} match no module of {type(model).__name__}. Its linear layers "
+                        f"include: {linear_layer_summary(model)} (name suffixes, or one regular expression over full "
+                        "module names)."
+                    )
+        super().inject_adapter(model, adapter_name, *args, **kwargs)
         # walked here, outside any forward, so that torch.compile never sees this cache change
         self._refresh_layer_cache()
 
@@ -72,9 +99,9 @@ class QualityGatedLoraModel(LoraModel):
             default = default_target_modules(model_type)
             if default is None:
                 raise ValueError(
-                    f"petal-peft has no default target modules for model_type={model_type!r} (defaults exist for "
-                    f"{sorted(DEFAULT_TARGET_MODULES)}). Pass target_modules=[...] naming the linear layers to adapt, "
-                    "e.g. the attention query/key/value projections."
+                    f"petal-peft found no attention query/key/value projections in this model (model_type="
+                    f"{model_type!r}) to adapt by default. Pass target_modules=[...] naming the linear layers to "
+                    "adapt."
                 )
             peft_config.target_modules = default
         return peft_config
@@ -316,4 +343,13 @@ class QualityGatedLoraModel(LoraModel):
                 f"{' ...' if len(unexpected) > 8 else ''}. Was it trained on a different base model or with "
                 "different target_modules / r?"
             )
+        by_name = {k.removeprefix(_PEFT_PREFIX): v for k, v in model_state.items()}
+        for key, tensor in remapped.items():
+            target = by_name[key.removeprefix(_PEFT_PREFIX)]
+            if tuple(tensor.shape) != tuple(target.shape):
+                raise ValueError(
+                    f"The adapter weight {key.removeprefix(_PEFT_PREFIX)!r} has shape {tuple(tensor.shape)} in the "
+                    f"file, but the adapter config (r={config.r}) makes it {tuple(target.shape)} in the model: the "
+                    "config was edited, or belongs to other weights."
+                )
         return remapped
