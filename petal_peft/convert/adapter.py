@@ -8,6 +8,7 @@ folder is exactly what ``PeftModel.from_pretrained`` expects.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +95,8 @@ def write_adapter(
         config = LoraConfig(**common)
     else:
         raise ValueError(f"unknown adapter layout {layout!r}.")
-    base.name_or_path = base_name_or_path  # recorded by PEFT as the adapter's base_model_name_or_path
+    # PEFT records base.name_or_path and reads that folder's config while saving: the staged base for now
+    base.name_or_path = str(adapter_dir.parent / "base")
     peft_model = get_peft_model(base, config)
     inner = peft_model.base_model.model
     adapted = {
@@ -119,6 +121,10 @@ def write_adapter(
     if dtype is not None:
         peft_model.to(dtype)
     peft_model.save_pretrained(adapter_dir)
+    config_path = adapter_dir / "adapter_config.json"
+    saved = json.loads(config_path.read_text(encoding="utf-8"))
+    saved["base_model_name_or_path"] = base_name_or_path  # where the base will be once the folder is published
+    config_path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _copy(target: torch.Tensor, source: torch.Tensor, name: str) -> None:

@@ -108,15 +108,11 @@ def read_state_dict(path: str | os.PathLike, what: str, progress: bool = True) -
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointFormatError(
-            f"{path}: refused to load: the pickle holds objects other than tensors and plain containers, which "
-            f"would run code if unpickled ({first}). A {what} is a plain state dict; it was not executed."
-        ) from None
+        raise _unpickling_error(err, path, what) from None
     except RuntimeError as err:
         if "mmap" not in str(err).lower():
             raise CheckpointFormatError(f"{path} is not a PyTorch checkpoint ({_first_line(err)}).") from None
-        loaded = _load_without_mmap(path)
+        loaded = _load_without_mmap(path, what)  # the legacy (non-zip) format cannot be memory-mapped
     except Exception as err:  # noqa: BLE001 - any other failure to parse means "not a checkpoint"
         raise CheckpointFormatError(f"{path} is not a PyTorch checkpoint ({_first_line(err)}).") from None
     return _as_state_dict(loaded, path, what)
@@ -127,15 +123,23 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _load_without_mmap(path: Path) -> Any:
-    # old (non-zip) serialisation cannot be memory-mapped
+def _unpickling_error(err: pickle.UnpicklingError, path: Path, what: str) -> CheckpointFormatError:
+    """torch's weights-only unpickler stopped: either at a global it will not import (code), or at garbage."""
+    text = str(err)
+    detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0] if text.strip() else ""
+    if "Unsupported global" in text or "GLOBAL" in text:
+        return CheckpointFormatError(
+            f"{path}: refused to load: the pickle holds objects other than tensors and plain containers, which "
+            f"would run code if unpickled ({detail}). A {what} is a plain state dict; it was not executed."
+        )
+    return CheckpointFormatError(f"{path} is not a PyTorch checkpoint (unreadable pickle: {detail}).")
+
+
+def _load_without_mmap(path: Path, what: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointFormatError(
-            f"{path}: refused to load: the pickle holds objects other than tensors and plain containers "
-            f"({_first_line(err)}); it was not executed."
-        ) from None
+        raise _unpickling_error(err, path, what) from None
     except Exception as err:  # noqa: BLE001
         raise CheckpointFormatError(f"{path} is not a PyTorch checkpoint ({_first_line(err)}).") from None
 

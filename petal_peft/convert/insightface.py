@@ -290,13 +290,13 @@ def convert_insightface_vit(
         raise CheckpointFormatError(f"internal mapping error: missing {missing[:4]}, unexpected {unexpected[:4]}.")
     model.eval()
     factors = map_lora_factors(state, arch, iqa)
+    notes = ["mask_token (training-time token masking) is not converted"] if "mask_token" in state else []
     del state
 
     from .common import staged_directory
     from .petalface import _adapter_notes
 
     out_dir = Path(out_dir)
-    notes = ["mask_token (training-time token masking) is not converted"] if "mask_token" in shapes else []
     with staged_directory(out_dir, overwrite=overwrite) as staging:
         write_base(
             model, face_image_processor(arch["image_size"]), staging / "base", _base_card(source, arch), torch_dtype

@@ -90,8 +90,8 @@ class QualityGatedLoraConfig(LoraConfig):
         default=None,
         metadata={
             "help": "Direction of the raw scores passed as `quality_score=` when no quality_estimator is configured "
-            "(with one, the estimator's own direction applies and this must agree or stay None). None: higher is "
-            "better. A converted BRISQUE-gated PETALface adapter records False here."
+            "(with one, the estimator's own direction applies). None: higher is better. A converted PETALface "
+            "adapter records its IQA's direction here (False for BRISQUE, True for CNNIQA)."
         },
     )
     allow_unbounded_quality: bool = field(

@@ -156,16 +156,11 @@ class QualityGatedLoraModel(LoraModel):
 
     @staticmethod
     def _build_gate(config: QualityGatedLoraConfig, estimator: nn.Module | None) -> nn.Module:
-        declared = config.score_higher_is_better
+        # an estimator knows its own direction; without one, the config says which way raw scores point
         if estimator is not None:
             higher = bool(getattr(estimator, "higher_is_better", True))
-            if declared is not None and declared != higher:
-                raise ValueError(
-                    f"score_higher_is_better={declared} contradicts the quality estimator "
-                    f"{config.quality_estimator!r}, whose higher_is_better is {higher}."
-                )
         else:
-            higher = True if declared is None else bool(declared)
+            higher = config.score_higher_is_better is not False
         gate = QUALITY_GATES.build(
             config.gate_mode,
             threshold=float(config.gate_threshold),
