@@ -138,3 +138,20 @@ def test_released_defaults_match_the_reference_sizes():
         False,
     )
     assert FaceSwinModel.config_class is FaceSwinConfig and FaceViTModel.config_class is FaceViTConfig
+
+
+@pytest.mark.parametrize("kind", sorted(BUILDERS))
+def test_frozen_batch_norm_keeps_its_statistics_in_training_mode(kind):
+    # a frozen backbone trains in train mode, but statistics it changed could not be saved with the adapter
+    extra = {"drop_path_rate": 0.0} | ({"norm_layer": "bn"} if kind == "face_vit" else {"head_dropout": 0.0})
+    model = get_peft_model(BUILDERS[kind](**extra), petal_peft.QualityGatedLoraConfig(lora_dropout=0.0)).train()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    before = [m.running_mean.clone() for m in norms]
+    x, q = pixels(model.base_model.model), torch.tensor([0.2, 0.5, 0.8])
+    train_out = model(pixel_values=x, quality=q).pooler_output
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(before, norms))
+    with torch.no_grad():
+        torch.testing.assert_close(train_out, model.eval()(pixel_values=x, quality=q).pooler_output)
+    full = BUILDERS[kind](**extra).train()  # trainable BatchNorm (full fine-tuning) behaves as usual
+    full(pixel_values=x)
+    assert not torch.equal(full.embedding_head.output_norm.running_mean, torch.zeros_like(before[-1]))

@@ -30,7 +30,12 @@ import torch
 from .adapter import BranchFactors, ModuleFactors, write_adapter, write_base
 from .common import CheckpointFormatError, ConversionResult, Stopwatch, check_layout, parse_dtype, read_state_dict
 
-__all__ = ["IQA_HIGHER_IS_BETTER", "convert_petalface_checkpoint", "infer_swin_architecture"]
+__all__ = [
+    "IQA_HIGHER_IS_BETTER",
+    "convert_petalface_checkpoint",
+    "infer_swin_architecture",
+    "to_petalface_state_dict",
+]
 
 WHAT = "PETALface Swin checkpoint (model.pt)"
 #: direction of the IQA score the reference computed alpha from: decides which reference branch is high quality
@@ -270,6 +275,38 @@ def map_base_weights(state: Mapping[str, torch.Tensor], arch: Mapping[str, Any])
         else:  # pragma: no cover
             raise CheckpointFormatError(f"no mapping for {key!r}.")
     return mapped
+
+
+def to_petalface_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The inverse mapping: a FaceSwinModel's weights under the reference's key names (fused qkv, no LoRA).
+
+    For trying the conversion offline on a tiny model, and for round-trip checks; ``torch.save`` the result.
+    """
+    ours = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    inverse = {new: old for old, new in _RENAMES}
+    block_inverse = {new: old for old, new in _BLOCK_RENAMES}
+    ref: dict[str, torch.Tensor] = {}
+    for key, tensor in ours.items():
+        if key == "embeddings.position_embeddings":
+            ref["absolute_pos_embed"] = tensor
+            continue
+        match = re.match(r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.", key)
+        if match:
+            prefix, rest = f"layers.{match.group(1)}.blocks.{match.group(2)}.", key[match.end() :]
+            if rest.startswith("attention.q_proj."):
+                param = rest.removeprefix("attention.q_proj.")
+                parts = [ours[key[: match.end()] + f"attention.{n}.{param}"] for n in ("q_proj", "k_proj", "v_proj")]
+                ref[prefix + "attn.qkv." + param] = torch.cat(parts, dim=0)
+            elif not rest.startswith(("attention.k_proj.", "attention.v_proj.")):
+                new = next(n for n in block_inverse if rest.startswith(n))
+                ref[prefix + block_inverse[new] + rest[len(new) :]] = tensor
+            continue
+        if key.startswith("encoder.layers."):
+            ref[key.removeprefix("encoder.")] = tensor
+            continue
+        new = next(n for n in inverse if key.startswith(n))
+        ref[inverse[new] + key[len(new) :]] = tensor
+    return ref
 
 
 def split_qkv_factors(down: torch.Tensor, up: torch.Tensor) -> dict[str, BranchFactors]:

@@ -16,6 +16,7 @@ from transformers import SwinModel
 from transformers.models.swin.modeling_swin import SwinLayer, SwinModelOutput
 from transformers.utils.generic import can_return_tuple
 
+from ..layers import FrozenStatsBatchNorm1d
 from .configuration_face_swin import FaceSwinConfig
 
 __all__ = ["FaceSwinEmbeddingHead", "FaceSwinModel", "FaceSwinModelOutput"]
@@ -38,10 +39,10 @@ class FaceSwinEmbeddingHead(nn.Module):
     def __init__(self, config: FaceSwinConfig) -> None:
         super().__init__()
         in_features = config.head_in_features
-        self.input_norm = nn.BatchNorm1d(in_features, eps=config.head_batch_norm_eps)
+        self.input_norm = FrozenStatsBatchNorm1d(in_features, eps=config.head_batch_norm_eps)
         self.dropout = nn.Dropout(config.head_dropout)
         self.projection = nn.Linear(in_features, config.embedding_size)
-        self.output_norm = nn.BatchNorm1d(config.embedding_size, eps=config.head_batch_norm_eps)
+        self.output_norm = FrozenStatsBatchNorm1d(config.embedding_size, eps=config.head_batch_norm_eps)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         # token-major flattening: [B, T, C] -> [B, T * C], as the reference reshapes its final tokens

@@ -19,6 +19,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils.generic import can_return_tuple
 
+from ..layers import FrozenStatsBatchNorm1d
 from .configuration_face_vit import FaceViTConfig
 
 __all__ = ["FaceViTModel", "FaceViTModelOutput", "FaceViTPreTrainedModel"]
@@ -54,7 +55,7 @@ class FaceViTDropPath(nn.Module):
 def _norm(config: FaceViTConfig) -> nn.Module:
     """LayerNorm over channels ("ln") or BatchNorm1d over token positions ("bn"), as arcface_torch."""
     if config.norm_layer == "bn":
-        return nn.BatchNorm1d(config.num_patches, eps=config.batch_norm_eps)
+        return FrozenStatsBatchNorm1d(config.num_patches, eps=config.batch_norm_eps)
     return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
 
@@ -148,9 +149,9 @@ class FaceViTEmbeddingHead(nn.Module):
         super().__init__()
         dim, eps = config.hidden_size, config.head_batch_norm_eps
         self.projection = nn.Linear(dim * config.num_patches, dim, bias=False)
-        self.projection_norm = nn.BatchNorm1d(dim, eps=eps)
+        self.projection_norm = FrozenStatsBatchNorm1d(dim, eps=eps)
         self.output = nn.Linear(dim, config.embedding_size, bias=False)
-        self.output_norm = nn.BatchNorm1d(config.embedding_size, eps=eps)
+        self.output_norm = FrozenStatsBatchNorm1d(config.embedding_size, eps=eps)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         hidden = self.projection_norm(self.projection(tokens.flatten(1)))
