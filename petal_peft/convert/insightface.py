@@ -234,7 +234,7 @@ def _base_card(source: str, arch: Mapping[str, Any]) -> str:
         "---\nlibrary_name: transformers\ntags:\n- face-recognition\n- petal-peft\n---\n\n"
         f"# Face ViT converted from `{source}`\n\n"
         "An insightface arcface_torch face-recognition ViT (`model_type: face_vit`, no CLS token) converted by "
-        "[petal-peft](https://pypi.org/project/petal-peft/). Load it with `import petal_peft` first, then "
+        "petal-peft. Load it with `import petal_peft` first, then "
         "`AutoModel.from_pretrained(...)`; the face embedding is the output's `pooler_output`. Input: aligned RGB "
         f"faces of {arch['image_size']} px, normalised to [-1, 1] (see `preprocessor_config.json`).\n\n"
         "The weights are those of the original checkpoint; their licence and terms of use are its authors'.\n"

@@ -362,7 +362,7 @@ def _base_card(source: str, arch: Mapping[str, Any]) -> str:
         "---\nlibrary_name: transformers\ntags:\n- face-recognition\n- petal-peft\n---\n\n"
         f"# Face Swin converted from `{source}`\n\n"
         "A PETALface face-recognition Swin (`model_type: face_swin`) converted by "
-        "[petal-peft](https://pypi.org/project/petal-peft/). Load it with `import petal_peft` first (which "
+        "petal-peft. Load it with `import petal_peft` first (which "
         "registers the architecture), then `AutoModel.from_pretrained(...)`; the 512-d face embedding is the "
         "output's `pooler_output`. Input: aligned RGB faces resized to "
         f"{arch['image_size']} px, normalised to [-1, 1] (see `preprocessor_config.json`).\n\n"
