@@ -294,3 +294,17 @@ def test_cli_reports_a_bad_file_in_one_line(tmp_path, capsys):
 def test_converted_adapter_needs_petal_peft_registered():
     # the QUALITY_GATED_LORA type is registered by `import petal_peft`, as the base model card says
     assert petal_peft.QUALITY_GATED_LORA.value == "QUALITY_GATED_LORA"
+
+
+def test_reference_layout_export_round_trips(tmp_path):
+    from tiny_models import tiny_face_swin
+
+    from petal_peft.convert.petalface import to_petalface_state_dict
+
+    model = tiny_face_swin()
+    state = to_petalface_state_dict(model)
+    assert "layers.0.blocks.1.attn.qkv.weight" in state and "feature_layer.2.weight" in state
+    result = convert_petalface_checkpoint(save(state, tmp_path / "m.pt"), tmp_path / "out", progress=False)
+    x = torch.randn(2, 3, 40, 40)
+    with torch.no_grad():
+        assert torch.equal(load(result)(pixel_values=x).pooler_output, model(pixel_values=x).pooler_output)
