@@ -73,3 +73,21 @@ def embedding(output) -> torch.Tensor:
         if value is not None:
             return value
     raise AssertionError("no embedding in output")
+
+
+def tiny_face_swin(seed: int = 0, **overrides) -> torch.nn.Module:
+    """A tiny random petal-peft face Swin (40 px, 20 x 20 patches, 3 stages, window 5), in eval mode."""
+    from petal_peft.models import FaceSwinConfig, FaceSwinModel
+
+    torch.manual_seed(seed)
+    settings = dict(embed_dim=8, depths=[2, 2, 1], num_heads=[1, 2, 2], image_size=40, patch_size=2, embedding_size=16)
+    return FaceSwinModel(FaceSwinConfig(**{**settings, **overrides})).eval()
+
+
+def tiny_face_vit(seed: int = 0, **overrides) -> torch.nn.Module:
+    """A tiny random petal-peft face ViT (36 px, 4 x 4 patches of 9 px), in eval mode."""
+    from petal_peft.models import FaceViTConfig, FaceViTModel
+
+    torch.manual_seed(seed)
+    settings = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, image_size=36, embedding_size=8)
+    return FaceViTModel(FaceViTConfig(**{**settings, **overrides})).eval()

@@ -84,11 +84,29 @@ class QualityGatedLoraConfig(LoraConfig):
         default="sigmoid",
         metadata={
             "help": "Name of a registered gate mapping a raw score to q in [0, 1]: 'sigmoid' (bounded, monotone, "
-            "signed so that q = 1 is high quality) or 'paper' (the reference rule 0.5 + (score - threshold), "
-            "clamped to [0, 1])."
+            "signed so that q = 1 is high quality), 'linear', 'paper' (the reference rule 0.5 + (score - "
+            "threshold), clamped to [0, 1]) or 'linear_unclamped' (the reference rule as trained, signed and NOT "
+            "clamped; needs allow_unbounded_quality=True)."
         },
     )
     gate_threshold: float = field(default=0.0, metadata={"help": "Score at which q = 0.5 (fit with calibrate)."})
+    score_higher_is_better: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Direction of the raw scores passed as `quality_score=` when no quality_estimator is configured "
+            "(with one, the estimator's own direction applies). None: higher is better. A converted PETALface "
+            "adapter records its IQA's direction here (False for BRISQUE, True for CNNIQA)."
+        },
+    )
+    allow_unbounded_quality: bool = field(
+        default=False,
+        metadata={
+            "help": "Accept quality values outside [0, 1] (from `quality=` or from an unbounded gate such as "
+            "'linear_unclamped'). The PETALface reference never clamps its gate, so running a converted released "
+            "model exactly as trained needs this; off by default, because q outside [0, 1] extrapolates the "
+            "branches beyond anything a bounded gate produces."
+        },
+    )
     gate_temperature: float = field(
         default=1.0, metadata={"help": "Score units per logit of the sigmoid gate (> 0; fit with calibrate)."}
     )
@@ -145,6 +163,12 @@ class QualityGatedLoraConfig(LoraConfig):
             raise TypeError("`quality_estimator_kwargs` must be a dict.")
         if not isinstance(self.gate_mode, str):
             raise TypeError(f"`gate_mode` must be a string, got {type(self.gate_mode).__name__}.")
+        if self.score_higher_is_better is not None and not isinstance(self.score_higher_is_better, bool):
+            raise TypeError(
+                f"`score_higher_is_better` must be True, False or None, got {self.score_higher_is_better!r}."
+            )
+        if not isinstance(self.allow_unbounded_quality, bool):
+            raise TypeError(f"`allow_unbounded_quality` must be a bool, got {self.allow_unbounded_quality!r}.")
         if not float(self.gate_temperature) > 0 or not math.isfinite(float(self.gate_temperature)):
             raise ValueError(f"`gate_temperature` must be a finite number > 0, got {self.gate_temperature}.")
         if not math.isfinite(float(self.gate_threshold)):
@@ -197,6 +221,8 @@ class QualityGatedLoraConfig(LoraConfig):
             "gate_mode": self.gate_mode,
             "gate_threshold": float(self.gate_threshold),
             "gate_temperature": float(self.gate_temperature),
+            "score_higher_is_better": self.score_higher_is_better,
+            "allow_unbounded_quality": self.allow_unbounded_quality,
             "image_mean": self.image_mean,
             "image_std": self.image_std,
         }

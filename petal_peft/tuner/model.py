@@ -183,12 +183,26 @@ class QualityGatedLoraModel(LoraModel):
 
     @staticmethod
     def _build_gate(config: QualityGatedLoraConfig, estimator: nn.Module | None) -> nn.Module:
-        return QUALITY_GATES.build(
+        # an estimator knows its own direction; without one, the config says which way raw scores point
+        if estimator is not None:
+            higher = bool(getattr(estimator, "higher_is_better", True))
+        else:
+            higher = config.score_higher_is_better is not False
+        gate = QUALITY_GATES.build(
             config.gate_mode,
             threshold=float(config.gate_threshold),
             temperature=float(config.gate_temperature),
-            higher_is_better=bool(getattr(estimator, "higher_is_better", True)),
+            higher_is_better=higher,
         )
+        if not getattr(gate, "bounded", True) and not config.allow_unbounded_quality:
+            raise ValueError(
+                f"gate_mode={config.gate_mode!r} gives quality values outside [0, 1]; opt in with "
+                "QualityGatedLoraConfig(allow_unbounded_quality=True) or use a bounded gate ('sigmoid', 'linear')."
+            )
+        return gate
+
+    def _quality_bounded(self) -> bool:
+        return not (self.active_adapters and self._active_config().allow_unbounded_quality)
 
     @torch.no_grad()
     def estimate_quality(self, pixel_values: torch.Tensor, adapter_name: str | None = None) -> torch.Tensor:
@@ -198,7 +212,13 @@ class QualityGatedLoraModel(LoraModel):
             raise ValueError(f"`pixel_values` must be a tensor [B, C, H, W] to estimate quality, got {shape}.")
         function = self.quality_function(adapter_name).to(pixel_values.device)
         quality = function(pixel_values.detach())
-        return validate_quality(quality.float(), pixel_values.shape[0], pixel_values.device, name="estimated quality")
+        return validate_quality(
+            quality.float(),
+            pixel_values.shape[0],
+            pixel_values.device,
+            name="estimated quality",
+            bounded=self._quality_bounded(),
+        )
 
     def _gate_scores(self, scores: Any, batch: int | None, device: torch.device | None) -> torch.Tensor:
         scores = torch.as_tensor(scores, dtype=torch.float32, device=device)
@@ -210,7 +230,7 @@ class QualityGatedLoraModel(LoraModel):
         estimator = self.quality_function().estimator if config.quality_estimator is not None else None
         gate = self._build_gate(config, estimator).to(scores.device)
         with torch.no_grad():
-            return validate_quality(gate(scores).float(), batch, device)
+            return validate_quality(gate(scores).float(), batch, device, bounded=self._quality_bounded())
 
     def _install_quality_hooks(self) -> None:
         self._remove_quality_hooks()
@@ -237,7 +257,7 @@ class QualityGatedLoraModel(LoraModel):
         if quality is not None and scores is not None:
             raise ValueError("Pass either `quality=` or `quality_score=`, not both.")
         if quality is not None:
-            value = validate_quality(quality, batch, device)
+            value = validate_quality(quality, batch, device, bounded=self._quality_bounded())
         elif scores is not None:
             value = self._gate_scores(scores, batch, device)
         elif pixel_values is not None and self._needs_quality() and self._active_config().quality_estimator:
