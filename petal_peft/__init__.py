@@ -6,8 +6,9 @@ estimators and gates, so that ``peft.get_peft_model`` and ``PeftModel.from_pretr
 
 from __future__ import annotations
 
-# `quality` registers the built-in quality estimators and gates by name, where the tuner finds them.
-from . import quality, registry
+# `quality` registers the built-in quality estimators and gates by name, where the tuner finds them; `models`
+# registers the face backbones with transformers' Auto classes and their default target modules.
+from . import models, quality, registry
 from .tuner import (
     QUALITY_GATED_LORA,
     QualityGatedLinear,
@@ -28,5 +29,6 @@ __all__ = [
     "quality",
     "export_proxy_encoders",
     "merged_encoder",
+    "models",
     "registry",
 ]

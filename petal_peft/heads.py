@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from petal_peft.files import write_file_atomic
 from petal_peft.registry import Registry
 
 __all__ = [
@@ -74,19 +74,6 @@ def _check_inputs(embeddings: torch.Tensor, labels: torch.Tensor | None, embeddi
             )
 
 
-def _write_atomic(path: Path, write) -> None:
-    """Write via a temporary file in the same directory, then rename, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class FaceHead(nn.Module):
     """Common parts: the class-centre weight, cosine logits, and safetensors save/load."""
 
@@ -128,10 +115,10 @@ class FaceHead(nn.Module):
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        _write_atomic(out / HEAD_WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+        write_file_atomic(out / HEAD_WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
         config = {"head_type": self.head_type, **self.config_dict()}
         text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-        _write_atomic(out / HEAD_CONFIG_NAME, lambda p: Path(p).write_text(text))
+        write_file_atomic(out / HEAD_CONFIG_NAME, lambda p: Path(p).write_text(text))
 
     @classmethod
     def from_pretrained(cls, load_directory: str | os.PathLike, map_location: str = "cpu") -> FaceHead:

@@ -54,9 +54,8 @@ def test_unknown_method_is_refused(tmp_path):
 def test_baselines_need_no_quality_source(tmp_path):
     cfg = _config(tmp_path, "lora", degrade_fraction=0.0)
     assert cfg.resolved_quality_source() == "none"
-    gated = _config(tmp_path, "quality_gated", degrade_fraction=0.0)
-    with pytest.raises(ValueError, match="per-image quality"):
-        gated.resolved_quality_source()
+    with pytest.raises(ValueError, match="per-image quality"):  # refused when the config is made
+        _config(tmp_path, "quality_gated", degrade_fraction=0.0)
 
 
 def test_plain_lora_matches_the_trainable_parameter_count(inputs):

@@ -11,6 +11,8 @@ FACE_PARTS = (
     "petal_peft.evaluation",
     "petal_peft.training",
     "petal_peft.zoo",
+    "petal_peft.models",
+    "petal_peft.convert",
 )
 
 
@@ -41,4 +43,10 @@ def test_tuner_core_does_not_import_face_parts():
 def test_quality_package_does_not_import_the_tuner():
     loaded = loaded_modules_after("import petal_peft.quality")
     assert "petal_peft.quality" in loaded
+    assert not [m for m in loaded if m.startswith("petal_peft.tuner")]
+
+
+def test_face_models_do_not_import_the_tuner():
+    loaded = loaded_modules_after("import petal_peft.models")
+    assert "petal_peft.models.face_swin.modeling_face_swin" in loaded
     assert not [m for m in loaded if m.startswith("petal_peft.tuner")]

@@ -78,10 +78,10 @@ def test_unknown_choice_is_refused(capsys):
     assert "mixed_precision" in capsys.readouterr().err
 
 
-def test_no_quality_source_is_an_error():
-    config = FaceAdapterTrainingConfig(degrade_fraction=0.0)
-    with pytest.raises(ValueError, match="No per-image quality"):
-        config.resolved_quality_source()
+def test_no_quality_source_is_an_error_when_the_config_is_made():
+    with pytest.raises(ValueError, match="no per-image quality"):
+        FaceAdapterTrainingConfig(degrade_fraction=0.0)
+    assert FaceAdapterTrainingConfig(degrade_fraction=0.0, finetune_method="lora").resolved_quality_source() == "none"
 
 
 # ---- bad data --------------------------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def test_model_card_content():
     values = {m["name"]: m["value"] for m in index[0]["results"][0]["metrics"]}
     assert values == {"rank-1": 55.5, "mAP": 41.25}
     for needed in (
-        "pip install petal-peft",
+        "pip install -e .",
         "import petal_peft",
         "PeftModel.from_pretrained",
         "gate_threshold",

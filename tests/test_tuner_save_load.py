@@ -124,5 +124,5 @@ def test_without_import_peft_fails_with_keyerror_and_card_says_what_to_do(tmp_pa
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert "QUALITY_GATED_LORA" in result.stdout
     card = (tmp_path / "README.md").read_text()
-    assert "pip install petal-peft" in card and "import petal_peft" in card
+    assert "pip install -e ." in card and "import petal_peft" in card
     assert "petal-peft" in card.split("---")[1]  # tag in the YAML front matter

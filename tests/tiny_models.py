@@ -37,11 +37,17 @@ _BUILDERS = {
     ),
     "siglip": lambda: T.SiglipVisionModel(T.SiglipVisionConfig(intermediate_size=64, **_TINY)),
     "beit": lambda: T.BeitModel(T.BeitConfig(intermediate_size=64, **_TINY)),
+    "vit_msn": lambda: T.ViTMSNModel(T.ViTMSNConfig(intermediate_size=64, **_TINY)),
+    "dinov2_with_registers": lambda: T.Dinov2WithRegistersModel(T.Dinov2WithRegistersConfig(mlp_ratio=2, **_TINY)),
+    "swinv2": lambda: T.Swinv2Model(
+        T.Swinv2Config(embed_dim=16, depths=[1, 1], num_heads=[2, 2], image_size=IMAGE, patch_size=4, window_size=4)
+    ),
 }
 
 
 def tiny_model(kind: str, seed: int = 0) -> torch.nn.Module:
-    """A tiny random model of ``kind`` (vit, deit, dinov2, swin, clip, siglip, beit), in eval mode."""
+    """A tiny random model of ``kind`` (vit, deit, dinov2, swin, clip, siglip, beit, vit_msn,
+    dinov2_with_registers, swinv2), in eval mode."""
     if kind == "vit":
         return tiny_vit(seed)
     torch.manual_seed(seed)
@@ -67,3 +73,21 @@ def embedding(output) -> torch.Tensor:
         if value is not None:
             return value
     raise AssertionError("no embedding in output")
+
+
+def tiny_face_swin(seed: int = 0, **overrides) -> torch.nn.Module:
+    """A tiny random petal-peft face Swin (40 px, 20 x 20 patches, 3 stages, window 5), in eval mode."""
+    from petal_peft.models import FaceSwinConfig, FaceSwinModel
+
+    torch.manual_seed(seed)
+    settings = dict(embed_dim=8, depths=[2, 2, 1], num_heads=[1, 2, 2], image_size=40, patch_size=2, embedding_size=16)
+    return FaceSwinModel(FaceSwinConfig(**{**settings, **overrides})).eval()
+
+
+def tiny_face_vit(seed: int = 0, **overrides) -> torch.nn.Module:
+    """A tiny random petal-peft face ViT (36 px, 4 x 4 patches of 9 px), in eval mode."""
+    from petal_peft.models import FaceViTConfig, FaceViTModel
+
+    torch.manual_seed(seed)
+    settings = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, image_size=36, embedding_size=8)
+    return FaceViTModel(FaceViTConfig(**{**settings, **overrides})).eval()

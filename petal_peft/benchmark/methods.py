@@ -99,6 +99,7 @@ def train_config(
         base_model=base_model,
         train_data=str(train_dir),
         output_dir=str(out_dir),
+        overwrite_output_dir=True,  # the benchmark's own work folder: a rerun trains afresh
         finetune_method=spec.finetune_method,
         head=s.head,
         head_scale=s.head_scale,

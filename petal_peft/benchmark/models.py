@@ -9,7 +9,6 @@ or a folder that ``AutoModel`` and ``AutoImageProcessor`` load.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -104,26 +103,13 @@ def weights_file_size(folder: str | os.PathLike) -> int:
     return 0
 
 
-def _honour_umask(root: Path) -> None:
-    """Training publishes through ``tempfile.mkdtemp`` (0o700): give folders and files the umask's modes."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for dirpath, _, filenames in os.walk(root):
-        os.chmod(dirpath, 0o777 & ~umask)
-        for name in filenames:
-            os.chmod(os.path.join(dirpath, name), 0o666 & ~umask)
-
-
 def publish_run_folder(adapter_dir: str | os.PathLike, final: str | os.PathLike) -> Path:
     """Move a finished training's adapter (or full model) folder to ``final`` (``<out>/<method>/seed<k>``)."""
+    from ..files import apply_umask
     from ..training.atomic import publish_directory
 
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    _honour_umask(Path(adapter_dir))
+    apply_umask(adapter_dir)
     publish_directory(adapter_dir, final)
     return final
-
-
-def remove_tree(path: str | os.PathLike) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -2,8 +2,8 @@
 
 A reference model maps uint8 images ``[N, 3, S, S]`` (the prepared sharp images and the degraded probes of
 the split) to embeddings ``[N, D]``. Built-in: ``"dlib"``, dlib's ResNet face descriptor (the teacher the
-real face base is distilled from), which needs ``pip install "petal-peft[align]"`` (dlib-bin and
-face-recognition-models).
+real face base is distilled from), which needs the ``align`` extra (dlib-bin and face-recognition-models; in a
+petal-peft clone: ``pip install -e '.[align]'``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ __all__ = ["REFERENCE_MODELS", "DlibFaceDescriptor", "dlib_model_files"]
 #: ``description`` and ``stats()``
 REFERENCE_MODELS = Registry("reference model")
 
-ALIGN_EXTRA = 'pip install "petal-peft[align]"'
+ALIGN_EXTRA = "in your petal-peft clone: pip install -e '.[align]'"
 
 
 def dlib_model_files() -> tuple[str, str]:

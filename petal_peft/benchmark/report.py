@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +35,12 @@ def finite(obj: Any) -> Any:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write through a temporary sibling, then rename; the file gets the umask's mode (0o666 & ~umask)."""
+    """Write through a temporary sibling, then rename; the file gets the umask's mode."""
+    from ..files import write_file_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_file_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return path
 
 

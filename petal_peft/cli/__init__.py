@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS: tuple[str, ...] = ("train", "eval")
+COMMANDS: tuple[str, ...] = ("train", "eval", "convert")
 
 
 class CliError(Exception):
@@ -33,10 +33,15 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _unbullet(line: str) -> str:
+    line = line.strip()
+    return line[2:].strip() if line.startswith("- ") else line
+
+
 def one_line(err: BaseException) -> str:
     """The exception's message on one line (KeyError's quotes dropped, continuation lines joined)."""
     text = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 else str(err)
-    parts = [part.strip(" -") for part in str(text).splitlines() if part.strip(" -")]
+    parts = [_unbullet(part) for part in str(text).splitlines() if _unbullet(part)]
     line = ""
     for part in parts:
         line += part if not line else (" " if line.endswith(":") else "; ") + part

@@ -10,18 +10,13 @@ import argparse
 import dataclasses
 
 
-def _config_parser() -> argparse.ArgumentParser:
-    from transformers import HfArgumentParser
-
-    from petal_peft.training import FaceAdapterTrainingConfig
-
-    return HfArgumentParser(FaceAdapterTrainingConfig, add_help=False)
-
-
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from petal_peft.training.config import ConfigHelpFormatter, config_argument_parser
+
     parser = subparsers.add_parser(
         "train",
-        parents=[_config_parser()],
+        parents=[config_argument_parser(add_help=False)],
+        formatter_class=ConfigHelpFormatter,
         help="adapt a pretrained face transformer to low-resolution faces",
         description="Adapt a pretrained face transformer to low-resolution faces with a quality-gated adapter. "
         "With no flags: the embedded default (the small bundled base, CPU, minutes).",

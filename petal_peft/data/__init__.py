@@ -19,7 +19,7 @@ from petal_peft.data.transforms import (
     sample_generator,
     sample_seed,
 )
-from petal_peft.data.validation import check_image_file, validate_face_dataset
+from petal_peft.data.validation import check_image_file, find_unusable_images, validate_face_dataset
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -38,6 +38,7 @@ __all__ = [
     "build_face_dataset",
     "check_image_file",
     "detect_source_kind",
+    "find_unusable_images",
     "lfw_face_groups",
     "load_hf_face_dataset",
     "read_index",

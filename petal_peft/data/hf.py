@@ -17,6 +17,11 @@ from petal_peft.data.validation import validate_face_dataset
 
 __all__ = ["HFFaceDataset", "load_hf_face_dataset"]
 
+#: names of the generic loaders of ``datasets`` (not datasets themselves)
+_BUILDER_NAMES = frozenset(
+    {"imagefolder", "audiofolder", "videofolder", "csv", "json", "parquet", "arrow", "text", "webdataset", "pandas"}
+)
+
 
 class HFFaceDataset(FaceDataset):
     """A ``datasets.Dataset`` with an image column and an identity column, as a FaceDataset.
@@ -165,13 +170,27 @@ def load_hf_face_dataset(
             if _is_saved_dataset(path):
                 ds = datasets.load_from_disk(str(path))
             else:
-                ds = datasets.load_dataset("imagefolder", data_dir=str(path), split=split, **load_kwargs)
+                try:
+                    ds = datasets.load_dataset("imagefolder", data_dir=str(path), split=split, **load_kwargs)
+                except ValueError as err:  # no images, no such split
+                    raise DataValidationError(f"cannot read {path} as an image folder: {err}") from None
         elif path.exists():
             raise DataValidationError(f"{path} is a file; expected a dataset folder or a Hub dataset id.")
         elif str(ds).startswith((".", "/", "~")) or str(ds).count("/") > 1:
             raise DataValidationError(f"dataset folder {ds} does not exist.")
+        elif str(ds).lower() in _BUILDER_NAMES:
+            raise DataValidationError(
+                f"{ds!r} names a generic loader of the datasets library, not a dataset. For images on disk pass "
+                "the folder itself: DIR/<identity>/*.jpg, or DIR/train/<identity>/*.jpg (imagefolder layout)."
+            )
         else:
-            ds = datasets.load_dataset(str(ds), split=split, revision=revision, **load_kwargs)
+            try:
+                ds = datasets.load_dataset(str(ds), split=split, revision=revision, **load_kwargs)
+            except (OSError, ValueError) as err:  # ConnectionError, DatasetNotFoundError, bad split...
+                raise DataValidationError(
+                    f"cannot load the Hugging Face dataset {ds!r}: {err} (a Hub id needs the network or a copy "
+                    "in the local cache; a folder must exist)."
+                ) from None
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
             raise DataValidationError(f"{description or 'dataset'} has no split {split!r}; splits: {list(ds)}.")

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from petal_peft.data.base import open_rgb
 from petal_peft.data.errors import DataValidationError
 
-__all__ = ["check_image_file", "validate_face_dataset", "validate_labels"]
+__all__ = ["check_image_file", "find_unusable_images", "validate_face_dataset", "validate_labels"]
 
 _MAX_LISTED = 10
 _TAIL_BYTES = 4096  # JPEG writers may pad after EOI; look for the marker near the end, not at the last byte
@@ -93,6 +93,32 @@ def _sample_indices(n: int, limit: int | None) -> list[int]:
     return sorted({int(i * step) for i in range(limit)})
 
 
+def find_unusable_images(
+    ds: Any, decode_limit: int | None = 256, *, progress: bool | None = None
+) -> list[tuple[int, str]]:
+    """``(index, "name: problem")`` of every image that fails the checks of :func:`validate_face_dataset`
+    (header and end marker of all images, a full decode of ``decode_limit`` of the others), in index order."""
+    n = len(ds)
+    what = getattr(ds, "description", None) or type(ds).__name__
+    if progress is None:
+        progress = n > 2000
+    problems: dict[int, str] = {}
+    for i in tqdm(range(n), desc=f"checking images ({what})", disable=not progress, leave=False):
+        name, source = ds.image_source(i)
+        problem = check_image_file(name, source)
+        if problem:
+            problems[i] = f"{name}: {problem}"
+    for i in _sample_indices(n, decode_limit):
+        if i in problems:
+            continue
+        name, source = ds.image_source(i)
+        try:
+            open_rgb(source, name)
+        except DataValidationError as exc:
+            problems[i] = str(exc)
+    return sorted(problems.items())
+
+
 def validate_face_dataset(
     ds: Any,
     check_images: bool = True,
@@ -113,20 +139,5 @@ def validate_face_dataset(
     )
     if not check_images:
         return
-    n = len(ds)
-    if progress is None:
-        progress = n > 2000
-    problems: list[str] = []
-    for i in tqdm(range(n), desc=f"checking images ({what})", disable=not progress, leave=False):
-        name, source = ds.image_source(i)
-        problem = check_image_file(name, source)
-        if problem:
-            problems.append(f"{name}: {problem}")
-    _raise_problems(what, problems, n)
-    for i in _sample_indices(n, decode_limit):
-        name, source = ds.image_source(i)
-        try:
-            open_rgb(source, name)
-        except DataValidationError as exc:
-            problems.append(str(exc))
-    _raise_problems(what, problems, n)
+    problems = find_unusable_images(ds, decode_limit, progress=progress)
+    _raise_problems(what, [message for _, message in problems], len(ds))

@@ -20,6 +20,8 @@ from petal_peft.registry import Registry
 from .extractor import Embedder
 from .images import ImageTransform
 
+_NO_MATPLOTLIB = "matplotlib is not installed; no plots written (in your petal-peft clone: pip install -e '.[plots]')."
+
 logger = logging.getLogger(__name__)
 
 #: benchmark name -> Evaluator subclass; ``EVALUATORS.build(name, data_path=..., transform=..., **options)``.
@@ -69,12 +71,12 @@ class Evaluator(ABC):
         try:
             from . import plots
         except ImportError:  # pragma: no cover - matplotlib missing
-            logger.warning("matplotlib is not installed; no plots written (pip install 'petal-peft[plots]').")
+            logger.warning(_NO_MATPLOTLIB)
             return []
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            logger.warning("matplotlib is not installed; no plots written (pip install 'petal-peft[plots]').")
+            logger.warning(_NO_MATPLOTLIB)
             return []
         os.makedirs(out_dir, exist_ok=True)
         written: list[str] = []

@@ -362,9 +362,21 @@ def proxy_embedder_from_adapter(
     return proxy_embedder(gallery, probe, pair_role=pair_role, **extractor_kwargs)
 
 
-def load_proxy_encoders(folder: str | os.PathLike, **from_pretrained_kwargs: Any) -> tuple[nn.Module, nn.Module]:
-    """Load the encoders ``petal_peft.export_proxy_encoders`` wrote (gallery_encoder/, probe_encoder/)."""
+def load_proxy_encoders(
+    folder: str | os.PathLike,
+    *,
+    base_model: nn.Module | None = None,
+    peft_model: nn.Module | None = None,
+    **from_pretrained_kwargs: Any,
+) -> tuple[nn.Module, nn.Module]:
+    """Load the encoders ``petal_peft.export_proxy_encoders`` wrote (gallery_encoder/, probe_encoder/).
+
+    With ``base_model`` (not yet wrapped by an adapter) and/or ``peft_model``, encoders that were not exported
+    from them are refused (see :func:`petal_peft.tuner.proxy.check_proxy_encoders`).
+    """
     from transformers import AutoModel
+
+    from ..tuner.proxy import check_proxy_encoders
 
     folder = os.fspath(folder)
     paths = [os.path.join(folder, sub) for sub in ("gallery_encoder", "probe_encoder")]
@@ -374,4 +386,7 @@ def load_proxy_encoders(folder: str | os.PathLike, **from_pretrained_kwargs: Any
             f"proxy encoder folder {folder} must contain gallery_encoder/ and probe_encoder/ "
             f"(as written by petal_peft.export_proxy_encoders); missing: {missing}."
         )
-    return tuple(AutoModel.from_pretrained(p, **from_pretrained_kwargs) for p in paths)  # type: ignore[return-value]
+    gallery, probe = (AutoModel.from_pretrained(p, **from_pretrained_kwargs) for p in paths)
+    if base_model is not None or peft_model is not None:
+        check_proxy_encoders(folder, gallery, probe, base_model=base_model, peft_model=peft_model)
+    return gallery, probe

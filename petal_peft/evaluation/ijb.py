@@ -1,4 +1,4 @@
-"""IJB-B / IJB-C 1:1 template verification (insightface / CVLface protocol, DESIGN.md §6).
+"""IJB-B / IJB-C 1:1 template verification (insightface / CVLface protocol).
 
 Layout (insightface's release): ``<root>/meta/ijb{b,c}_face_tid_mid.txt`` (image, template id, media id),
 ``<root>/meta/ijb{b,c}_template_pair_label.txt`` (template 1, template 2, label), optionally

@@ -1,6 +1,6 @@
 """Pure metric functions on embeddings, scores and labels (no models, no files).
 
-They follow the protocols recorded in DESIGN.md §6 (CVLface / insightface) so that numbers are comparable
+They follow the protocols of CVLface and insightface so that numbers are comparable
 with the paper's: closed-set CMC over mated probes, 10-fold verification accuracy over squared L2 distances,
 and TAR at fixed FAR read off the ROC. Percentages are returned as 0-100 floats, as the field reports them.
 """

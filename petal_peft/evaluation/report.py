@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..files import write_file_atomic
 
 #: Readable dataset names for the model card, by benchmark / dataset key.
 PRETTY_DATASET_NAMES = {
@@ -50,16 +52,8 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> str:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(to_jsonable(obj), f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
+    write_file_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return path
 
 

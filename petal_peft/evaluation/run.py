@@ -183,19 +183,24 @@ def build_embedders(
     settings = None
     peft_model = None
     plain_model = base_model
+    proxies = None
     if modes is not None:
         bad = [m for m in modes if m not in MODES]
         if bad:
             raise ValueError(f"unknown embedding modes {bad}; choose from {MODES}.")
+    if proxy_encoders_path is not None and (modes is None or "proxy" in modes):
+        # checked against the base model before an adapter wraps it: encoders of another model are refused
+        proxies = load_proxy_encoders(proxy_encoders_path, base_model=base_model)
     if adapter_path is not None:
-        from peft import PeftModel
-
         import petal_peft  # noqa: F401  (registers the quality-gated tuner with PEFT)
+        from petal_peft.tuner import check_proxy_encoders, load_quality_gated_adapter
 
         if modes is None or "plain" in modes:
             plain_model = copy.deepcopy(base_model)
-        peft_model = PeftModel.from_pretrained(base_model, adapter_path)
+        peft_model = load_quality_gated_adapter(base_model, adapter_path)
         peft_model.eval()
+        if proxies is not None:
+            check_proxy_encoders(proxy_encoders_path, *proxies, peft_model=peft_model)
         settings = adapter_gate_settings(peft_model)
         if quality_estimator:
             settings["quality_estimator"] = quality_estimator
@@ -222,8 +227,8 @@ def build_embedders(
             override = build_quality_fn(settings or {}) if quality_estimator else None
             embedders["gate"] = gated_embedder(peft_model, override, **extractor_kwargs)
         elif mode == "proxy":
-            if proxy_encoders_path is not None:
-                gallery, probe = load_proxy_encoders(proxy_encoders_path)
+            if proxies is not None:
+                gallery, probe = proxies
             elif peft_model is not None:
                 gallery, probe = merge_proxy_encoders(peft_model)
             else:

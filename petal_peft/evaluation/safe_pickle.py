@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
     """The pickle asked for something other than plain containers and bytes."""
 
 

@@ -1,4 +1,4 @@
-"""TinyFace closed-set identification (CVLface protocol, DESIGN.md §6).
+"""TinyFace closed-set identification (CVLface protocol).
 
 Layout: ``<root>/Probe``, ``<root>/Gallery_Match``, ``<root>/Gallery_Distractor`` (``<root>`` may also be the
 folder above ``Testing_Set``). Identity = file-name prefix before the first ``_``; distractors get

@@ -1,4 +1,5 @@
-"""1:1 verification (LFW, CFP-FP, AgeDB-30, ...): 10-fold accuracy on squared L2 distances (DESIGN.md §6).
+"""1:1 verification (LFW, CFP-FP, AgeDB-30, ...): 10-fold accuracy on squared L2 distances
+(the insightface / CVLface protocol).
 
 Data: an insightface ``.bin`` (read with a restricted unpickler), or a pair list: a text file (or a folder
 holding ``pairs.txt`` / ``pairs.csv``) with one pair per line, ``<image_a> <image_b> <label>`` separated by

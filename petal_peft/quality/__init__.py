@@ -2,7 +2,8 @@
 
 Importing this package registers the estimators (``brisque``, ``resolution``) in
 ``petal_peft.registry.QUALITY_ESTIMATORS`` and the gates (``sigmoid``, ``linear``, ``paper``) in
-``QUALITY_GATES``, which is how a QualityGatedLoraConfig that names them is rebuilt after loading.
+``QUALITY_GATES`` (plus the opt-in unbounded ``linear_unclamped``), which is how a QualityGatedLoraConfig
+that names them is rebuilt after loading.
 This package never imports the tuner.
 """
 
@@ -11,7 +12,16 @@ from .calibration import calibrate_gate, separation_auc
 from .custom import CallableEstimator, register_quality_function
 from .degrade import degrade
 from .function import QualityFunction, build_estimator, build_quality_fn
-from .gate import GATE_MODES, LinearGate, PaperGate, QualityGate, SigmoidGate, build_gate
+from .gate import (
+    GATE_MODES,
+    UNBOUNDED_GATE_MODES,
+    LinearGate,
+    PaperGate,
+    QualityGate,
+    SigmoidGate,
+    UnclampedLinearGate,
+    build_gate,
+)
 from .pixels import PixelDecoder
 from .plotting import plot_quality_histogram
 from .resolution import ResolutionEstimator
@@ -28,6 +38,8 @@ __all__ = [
     "QualityGate",
     "ResolutionEstimator",
     "SigmoidGate",
+    "UNBOUNDED_GATE_MODES",
+    "UnclampedLinearGate",
     "build_estimator",
     "build_gate",
     "build_quality_fn",

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..files import apply_umask
+
 MODEL_FILE = Path(__file__).with_name("brisque_live_svr.safetensors")
 NUM_FEATURES = 36
 
@@ -103,7 +105,7 @@ def convert(svm_txt: str | os.PathLike, normalize_pickle: str | os.PathLike, out
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        apply_umask(tmp)  # mkstemp creates 0600
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

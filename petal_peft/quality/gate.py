@@ -5,6 +5,11 @@ its meaning whichever estimator feeds it. ``linear`` is the reference's straight
 ``paper`` is the PETALface reference rule ``0.5 + (score - threshold)`` exactly (temperature ignored), only
 clamped to [0, 1]: unsigned, so with a lower-is-better estimator (BRISQUE) q = 1 there means LOW quality, as in the
 reference, where the meaning of the branches flips with the IQA. Use it only to reproduce the reference.
+
+``linear_unclamped`` is the reference's rule as it was trained, in our orientation: ``0.5 + sign * (score -
+threshold) / temperature`` with NO clamp, so q can leave [0, 1] (a BRISQUE score 10 above the threshold gives
+q = -9.5). It is the one gate that runs a converted PETALface model exactly as released; because it extrapolates
+the two branches, the tuner accepts it only with ``QualityGatedLoraConfig(allow_unbounded_quality=True)``.
 """
 
 from __future__ import annotations
@@ -15,13 +20,17 @@ import torch
 
 from ..registry import QUALITY_GATES
 
+#: the bounded gates (what calibrate_gate fits); ``linear_unclamped`` is registered too, as an explicit opt-in
 GATE_MODES = ("sigmoid", "linear", "paper")
+UNBOUNDED_GATE_MODES = ("linear_unclamped",)
 
 
 class QualityGate(torch.nn.Module):
     """Base gate: holds the settings and checks scores; subclasses define ``_map``."""
 
     mode: str = ""
+    #: whether q always lies in [0, 1]; the tuner refuses an unbounded gate unless the config opts in
+    bounded: bool = True
 
     def __init__(self, threshold: float = 0.0, temperature: float = 1.0, higher_is_better: bool = True) -> None:
         super().__init__()
@@ -87,6 +96,21 @@ class PaperGate(QualityGate):
 
     def _map(self, scores: torch.Tensor) -> torch.Tensor:
         return (0.5 + (scores - self.threshold)).clamp(0.0, 1.0)
+
+
+@QUALITY_GATES.register("linear_unclamped")
+class UnclampedLinearGate(QualityGate):
+    """q = 0.5 + sign * (score - threshold) / temperature, not clamped: the reference's gate as it was trained.
+
+    With temperature 1 and the reference's IQA threshold, q equals the reference's ``1 - alpha`` for BRISQUE (lower
+    is better) and its ``alpha`` for CNNIQA (higher is better), i.e. the weight of the high-quality branch.
+    """
+
+    mode = "linear_unclamped"
+    bounded = False
+
+    def _map(self, scores: torch.Tensor) -> torch.Tensor:
+        return 0.5 + self.sign * (scores - self.threshold) / self.temperature
 
 
 def build_gate(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..files import apply_umask
 from .gate import QualityGate
 
 
@@ -76,7 +77,7 @@ def plot_quality_histogram(
     os.close(fd)
     try:
         fig.savefig(tmp, format="png")
-        os.chmod(tmp, 0o644)
+        apply_umask(tmp)
         os.replace(tmp, path)
     finally:
         plt.close(fig)

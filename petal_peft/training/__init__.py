@@ -1,4 +1,4 @@
-"""Training a quality-gated adapter and its margin head on face data (the recipe of DESIGN.md §1).
+"""Training a quality-gated adapter and its margin head on face data (the PETALface recipe).
 
 ``train(FaceAdapterTrainingConfig(...))`` does the whole run with Accelerate; ``parse_args`` turns the config
 fields into command-line flags (``examples/train_tinyface.py``). See docs/training.md.

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from ..files import apply_umask, make_temp_dir
 
 __all__ = ["atomic_directory", "old_path", "publish_directory", "recover_directory"]
 
@@ -54,6 +55,7 @@ def publish_directory(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
     """Move the finished folder ``tmp`` to ``final``, replacing any previous version only once ``tmp`` is whole."""
     tmp, final = Path(tmp), Path(final)
     recover_directory(final)
+    apply_umask(tmp)  # temporary folders and safetensors files are created owner-only
     _fsync_tree(tmp)
     old = old_path(final)
     if final.exists():
@@ -75,7 +77,7 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    tmp = make_temp_dir(final.parent, prefix=f".{final.name}.")
     try:
         yield tmp
         publish_directory(tmp, final)

@@ -1,6 +1,6 @@
 """The training recipe as one dataclass, whose fields are also the command-line flags.
 
-Defaults follow the PETALface TinyFace recipe (DESIGN.md §1): CosFace head (s=64, m=0.4), AdamW lr 5e-4,
+Defaults follow the PETALface TinyFace recipe: CosFace head (s=64, m=0.4), AdamW lr 5e-4,
 weight decay 0.1, 2 warmup epochs then linear decay, gradient clipping at 5, rank-8 branches with scale 1 and
 dropout 0.1. ``base_model=None`` and ``train_data=None`` select the embedded default (the small pretrained
 base and the small face set the project provides), sized to run on a CPU in minutes.
@@ -8,13 +8,20 @@ base and the small face set the project provides), sized to run on a CPU in minu
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["FINETUNE_METHODS", "FaceAdapterTrainingConfig", "parse_args"]
+__all__ = [
+    "FINETUNE_METHODS",
+    "ConfigHelpFormatter",
+    "FaceAdapterTrainingConfig",
+    "config_argument_parser",
+    "parse_args",
+]
 
 QualitySource = Literal["auto", "estimator", "degradation"]
 FinetuneMethod = Literal["quality_gated", "lora", "full"]
@@ -52,13 +59,31 @@ class FaceAdapterTrainingConfig:
         default="petal-tinyface",
         metadata={"help": "Where checkpoints/, logs/ and the final adapter/ folder are written."},
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start afresh in an output_dir that holds another run: its checkpoints/ and logs/ are deleted "
+            "at the start, its adapter/ is replaced when the new one is saved. Without it such a folder is refused."
+        },
+    )
     image_size: int | None = field(
         default=None, metadata={"help": "Input size in pixels (default: the base model's config.image_size)."}
     )
     max_train_samples: int | None = field(
-        default=None, metadata={"help": "Use only the first N training images (quick experiments)."}
+        default=None,
+        metadata={"help": "Train on N images drawn at random (seeded) from the training set (quick experiments)."},
     )
-    horizontal_flip: bool = field(default=True, metadata={"help": "Random horizontal flips while training."})
+    horizontal_flip: bool = field(
+        default=True,
+        metadata={"help": "Flip training images horizontally at random (--no_horizontal_flip: never)."},
+    )
+    skip_corrupt_images: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave out training images that cannot be read, list them in output_dir/skipped_images.txt "
+            "and go on (without it one unreadable image stops the run before training, naming it)."
+        },
+    )
     # ---- head ------------------------------------------------------------------------------------------------
     head: str = field(
         default="cosface", metadata={"help": "Margin head: 'cosface', 'arcface', 'adaface' or 'combined'."}
@@ -204,8 +229,40 @@ class FaceAdapterTrainingConfig:
             problems.append("--quality_source degradation needs --degrade_fraction > 0")
         if self.push_to_hub and not self.hub_model_id:
             problems.append("--push_to_hub needs --hub_model_id user/name")
+        if (
+            self.finetune_method == "quality_gated"
+            and self.quality_source == "auto"
+            and not self.quality_estimator
+            and self.degrade_fraction == 0
+        ):
+            problems.append(
+                "no per-image quality for the gate: set --quality_estimator NAME (quality from the pixels) or "
+                "--degrade_fraction > 0 (the degradation level of each image is its quality)"
+            )
+        problems += self._unknown_names()
+        if self.target_modules is not None and not [t for t in self.target_modules if str(t).strip()]:
+            problems.append("--target_modules needs at least one module name")
         if problems:
             raise ValueError("Invalid training configuration:\n  - " + "\n  - ".join(problems))
+
+    def _unknown_names(self) -> list[str]:
+        """Names that must be registered (head, gate, estimator): checked now, not at the first forward."""
+        import petal_peft  # noqa: F401  (registers the built-in estimators and gates)
+
+        from ..heads import HEADS
+        from ..registry import QUALITY_ESTIMATORS, QUALITY_GATES
+
+        problems = []
+        for flag, value, registry in (
+            ("head", self.head, HEADS),
+            ("gate_mode", self.gate_mode, QUALITY_GATES),
+            ("quality_estimator", self.quality_estimator, QUALITY_ESTIMATORS),
+        ):
+            if value is not None and value not in registry:
+                problems.append(f"--{flag} must be one of {registry.names()}, got {value!r}")
+        if self.head == "combined" and self.head_margin is not None:
+            problems.append("--head_margin does not apply to --head combined (its margins are m1, m2, m3)")
+        return problems
 
     # ---- derived values --------------------------------------------------------------------------------------
     @property
@@ -243,13 +300,40 @@ class FaceAdapterTrainingConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
 
-def parse_args(argv: list[str] | None = None) -> FaceAdapterTrainingConfig:
-    """Parse command-line flags (one per config field, ``--name`` or ``--name-with-dashes``)."""
+class ConfigHelpFormatter(argparse.HelpFormatter):
+    """``--help`` that states each default once: appended as "(default: X)" unless the text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or action.default in (None, argparse.SUPPRESS)
+            or isinstance(action, argparse._StoreFalseAction)
+            or "default" in text.lower()
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def config_argument_parser(**kwargs: Any) -> argparse.ArgumentParser:
+    """The flags of :class:`FaceAdapterTrainingConfig` (``--name`` or ``--name-with-dashes``; booleans also
+    ``--no_name``), with help that describes every ``--no_name`` as switching its flag off."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(
-        FaceAdapterTrainingConfig,
-        description="Adapt a pretrained face transformer to low-resolution faces with a quality-gated adapter.",
+    kwargs.setdefault("formatter_class", ConfigHelpFormatter)
+    parser = HfArgumentParser(FaceAdapterTrainingConfig, **kwargs)
+    for action in parser._actions:
+        negative = [o for o in action.option_strings if o.startswith("--no_")]
+        if negative and isinstance(action, argparse._StoreFalseAction):
+            positive = negative[0].replace("--no_", "--", 1)
+            action.help = f"Switch {positive} off (it is on by default)."
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> FaceAdapterTrainingConfig:
+    """Parse command-line flags (one per config field, ``--name`` or ``--name-with-dashes``)."""
+    parser = config_argument_parser(
+        description="Adapt a pretrained face transformer to low-resolution faces with a quality-gated adapter."
     )
     (config,) = parser.parse_args_into_dataclasses(args=argv)
     return config

@@ -21,10 +21,12 @@ from ..data import (
     LowResolutionDegradation,
     TinyFaceEvalSplit,
     build_face_dataset,
+    find_unusable_images,
 )
+from ..data.validation import validate_labels
 from .config import FaceAdapterTrainingConfig
 
-__all__ = ["EpochShuffleSampler", "build_train_dataloader", "build_train_dataset"]
+__all__ = ["EpochShuffleSampler", "build_train_dataloader", "build_train_dataset", "drop_unusable_images"]
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -56,12 +58,31 @@ class EpochShuffleSampler(Sampler[int]):
         return self.num_samples
 
 
+def drop_unusable_images(dataset: FaceDataset) -> tuple[FaceDataset, list[str]]:
+    """``dataset`` without the images that fail the validation checks, and a line per dropped image.
+
+    The checks are those that otherwise stop the run (every image's header and end marker, a full decode of
+    256 evenly spaced images), so an image damaged only in its middle is still read, and fails, when its turn
+    comes. Raises DataValidationError when fewer than two identities keep an image.
+    """
+    problems = find_unusable_images(dataset)
+    if not problems:
+        return dataset, []
+    bad = {index for index, _ in problems}
+    kept = FaceSubset(dataset, [i for i in range(len(dataset)) if i not in bad])
+    what = getattr(dataset, "description", None) or type(dataset).__name__
+    validate_labels(kept.labels, kept.num_classes, f"{what} without its {len(bad)} unusable images")
+    return kept, [message for _, message in problems]
+
+
 def build_train_dataset(
     config: FaceAdapterTrainingConfig, source: str, image_size: int, mean: list[float], std: list[float]
 ) -> FaceDataset:
     """The training set at the model's input size, a ``degrade_fraction`` of it degraded per (image, epoch).
 
-    Bad data raises :class:`~petal_peft.data.DataValidationError` here, before any model is built.
+    Bad data raises :class:`~petal_peft.data.DataValidationError` here, before any model is built. With
+    ``config.skip_corrupt_images`` unreadable images are left out instead; the returned dataset's
+    ``skipped_images`` lists them (one "path: problem" line each; empty otherwise).
     """
     transform = FaceTransform(image_size=image_size, mean=mean, std=std, horizontal_flip=config.horizontal_flip)
     degradation = None
@@ -72,12 +93,18 @@ def build_train_dataset(
             p=config.degrade_fraction,
             seed=config.seed,
         )
-    dataset = build_face_dataset(source, transform=transform, degradation=degradation, seed=config.seed)
+    skip = config.skip_corrupt_images
+    dataset = build_face_dataset(
+        source, transform=transform, degradation=degradation, seed=config.seed, check_images=not skip
+    )
     if isinstance(dataset, TinyFaceEvalSplit):
         raise DataValidationError(
             f"--train_data {source} is a TinyFace evaluation split (Probe/, Gallery_Match/); training needs "
             "one subfolder per identity (e.g. TinyFace's Training_Set)."
         )
+    skipped: list[str] = []
+    if skip:
+        dataset, skipped = drop_unusable_images(dataset)
     if dataset.num_classes < 2:
         raise DataValidationError(
             f"--train_data {source}: a margin head needs >= 2 identities, found {dataset.num_classes}."
@@ -86,6 +113,7 @@ def build_train_dataset(
         rng = np.random.default_rng(config.seed)
         keep = np.sort(rng.choice(len(dataset), size=config.max_train_samples, replace=False))
         dataset = FaceSubset(dataset, keep.tolist())
+    dataset.skipped_images = skipped
     return dataset
 
 

@@ -23,14 +23,23 @@ def _fmt(value: Any) -> str:
 
 
 def _metrics_table(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
-    names = [n for n in _HEADLINE if n in after or n in before]
-    names += [n for n in after if n not in names and isinstance(after[n], (int, float))]
+    """Rank-1, 5, 10, 20 and mAP first; a side that was not measured gets no column and a note instead."""
+
+    def numeric(metrics: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    b, a = numeric(before), numeric(after)
+    names = [n for n in _HEADLINE if n in a or n in b]
+    names += [n for n in (*a, *b) if n not in names]
+    names = list(dict.fromkeys(names))
     if not names:
         return "_No evaluation set was given for this run._\n"
-    rows = ["| metric | before training | after training |", "|---|---|---|"]
+    columns = [(label, side) for label, side in (("before training", b), ("after training", a)) if side]
+    rows = ["| metric | " + " | ".join(label for label, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for n in names:
-        rows.append(f"| {n} | {_fmt(before.get(n, '—'))} | {_fmt(after.get(n, '—'))} |")
-    return "\n".join(rows) + "\n"
+        rows.append(f"| {n} | " + " | ".join(_fmt(side[n]) if n in side else "n/a" for _, side in columns) + " |")
+    note = "\n_Not evaluated after training: no evaluation set in this run._\n" if not a else ""
+    return "\n".join(rows) + "\n" + note
 
 
 def render_model_card(
@@ -74,7 +83,7 @@ def render_model_card(
 # {model_name}
 
 A quality-gated dual-LoRA adapter (PETALface) for low-resolution face recognition, trained with
-[petal-peft](https://pypi.org/project/petal-peft/) on top of `{base_model}`. Each adapted linear layer has a
+petal-peft on top of `{base_model}`. Each adapted linear layer has a
 high-quality branch weighted by the per-image quality q and a low-quality branch weighted by 1 - q; merged
 at q = 1 and q = 0 it gives the paper's gallery and probe proxy encoders. The classification head used for
 training is saved next to the adapter (`head.safetensors`, `head_config.json`).

@@ -135,18 +135,34 @@ def build_lora_config(config: FaceAdapterTrainingConfig, info: BaseModelInfo) ->
 
 
 def _resolved_target_modules(config: FaceAdapterTrainingConfig, base: nn.Module) -> Any:
-    """The target modules the quality-gated adapter would use on ``base`` (flags, else the per-arch default)."""
+    """The target modules the quality-gated adapter would use on ``base`` (flags, else the default: see
+    :mod:`petal_peft.tuner.targets`)."""
     if config.target_modules:
         return list(config.target_modules)
-    from ..tuner import default_target_modules
+    from ..tuner.targets import resolve_default_targets
 
-    model_type = getattr(getattr(base, "config", None), "model_type", None)
-    targets = default_target_modules(model_type)
+    targets = resolve_default_targets(base)
     if targets is None:
+        model_type = getattr(getattr(base, "config", None), "model_type", None)
         raise ValueError(
-            f"petal-peft has no default target modules for model type {model_type!r}: pass --target_modules."
+            f"found no attention query/key/value projections to adapt in {type(base).__name__} (model type "
+            f"{model_type!r}): pass --target_modules."
         )
     return targets
+
+
+def check_target_modules(config: FaceAdapterTrainingConfig, base: nn.Module) -> None:
+    """Every ``--target_modules`` entry must name a module of ``base`` (a typo otherwise trains fewer layers)."""
+    if not config.target_modules:
+        return
+    from ..tuner.targets import linear_layer_summary, unmatched_targets
+
+    missing = unmatched_targets(base, list(config.target_modules))
+    if missing:
+        raise ValueError(
+            f"--target_modules {' '.join(missing)}: no module of {type(base).__name__} has that name. Its linear "
+            f"layers include: {linear_layer_summary(base)}."
+        )
 
 
 def build_plain_lora_config(config: FaceAdapterTrainingConfig, base: nn.Module) -> Any:
@@ -172,6 +188,8 @@ def build_backbone(base: nn.Module, config: FaceAdapterTrainingConfig, info: Bas
     from peft import get_peft_model
 
     method = config.finetune_method
+    if method != "full":
+        check_target_modules(config, base)
     if method == "quality_gated":
         return get_peft_model(base, build_lora_config(config, info))
     if method == "lora":

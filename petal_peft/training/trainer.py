@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .atomic import atomic_directory
-from .checkpointing import CheckpointManager, TrainingProgress, install_trainable_state_hooks
+from .checkpointing import CheckpointManager, LoadedCheckpoint, TrainingProgress, TrainingState
 from .config import FaceAdapterTrainingConfig
 from .data import build_train_dataloader, build_train_dataset
 from .evaluation_hook import EvaluationHook, TinyFaceEvaluationHook, preserved_rng
@@ -34,12 +34,24 @@ from .modeling import (
     load_base_model,
     resolve_image_settings,
 )
+from .run_guard import (
+    OutputDirError,
+    check_output_dir,
+    check_output_dir_path,
+    compare_run_records,
+    data_fingerprint,
+    output_dir_lock,
+    previous_run_parts,
+)
 
 __all__ = ["TrainResult", "format_metrics_table", "train"]
 
 logger = logging.getLogger(__name__)
 
 ADAPTER_DIRNAME = "adapter"
+SKIPPED_IMAGES_NAME = "skipped_images.txt"
+#: the order in which the before/after table lists the TinyFace metrics (others follow as reported)
+HEADLINE_METRICS = ("rank-1", "rank-5", "rank-10", "rank-20", "mAP")
 
 
 @dataclass
@@ -63,21 +75,33 @@ class TrainResult:
     total_parameters: int = 0
 
 
+def _numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def format_metrics_table(before: dict[str, Any], after: dict[str, Any]) -> str:
-    """A small before/after text table of the numeric metrics."""
-    names = [k for k in after if isinstance(after[k], (int, float))] or [
-        k for k in before if isinstance(before[k], (int, float))
-    ]
-    if not names:
+    """A small before/after text table of the numeric metrics (rank-1, 5, 10, 20, mAP first); a side that was
+    not measured gets no column, and a note says why."""
+    b, a = _numeric_metrics(before or {}), _numeric_metrics(after or {})
+    if not a and not b:
         return "(no evaluation set: no metrics)"
-    lines = [f"{'metric':<10} {'before':>9} {'after':>9} {'change':>9}"]
+    names = [n for n in HEADLINE_METRICS if n in a or n in b]
+    names += [n for n in (*a, *b) if n not in names]
+    names = list(dict.fromkeys(names))
+    columns = [(label, side) for label, side in (("before", b), ("after", a)) if side]
+    header = f"{'metric':<10}" + "".join(f" {label:>9}" for label, _ in columns)
+    lines = [header + (f" {'change':>9}" if len(columns) == 2 else "")]
     for name in names:
-        b, a = before.get(name), after.get(name)
-        change = f"{a - b:+9.2f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) else f"{'':>9}"
-        fb = f"{b:9.2f}" if isinstance(b, (int, float)) else f"{'—':>9}"
-        fa = f"{a:9.2f}" if isinstance(a, (int, float)) else f"{'—':>9}"
-        lines.append(f"{name:<10} {fb} {fa} {change}")
-    mode = after.get("mode") or before.get("mode")
+        cells = [f"{side[name]:9.2f}" if name in side else f"{'n/a':>9}" for _, side in columns]
+        line = f"{name:<10} " + " ".join(cells)
+        if len(columns) == 2 and name in a and name in b:
+            line += f" {a[name] - b[name]:+9.2f}"
+        lines.append(line)
+    if not a:
+        lines.append("(not evaluated after training: no evaluation set in this run)")
+    elif not b:
+        lines.append("(not evaluated before training)")
+    mode = (after or {}).get("mode") or (before or {}).get("mode")
     if mode:
         lines.append(f"(embedding mode: {mode})")
     return "\n".join(lines)
@@ -130,20 +154,20 @@ def _sources(config: FaceAdapterTrainingConfig, image_size: int) -> tuple[str, s
 def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | None = None) -> TrainResult:
     """Train the adapter and head described by ``config``; see docs/training.md.
 
-    ``evaluation_hook`` replaces the default TinyFace evaluation on ``config.eval_data``. Data problems raise
-    :class:`~petal_peft.data.DataValidationError` before the model is even loaded.
+    ``evaluation_hook`` replaces the default TinyFace evaluation on ``config.eval_data``. Problems with the
+    output folder, the checkpoint to resume and the data raise before the model is even loaded. The main
+    process holds an exclusive lock on ``output_dir`` for the whole run (a second run into it fails at once).
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    from accelerate.utils import ProjectConfiguration, set_seed
-    from transformers import get_linear_schedule_with_warmup
+    from accelerate.utils import ProjectConfiguration
 
     import petal_peft  # noqa: F401  (registers the adapter type, estimators and gates)
 
-    from ..heads import build_head
-
     start = time.perf_counter()
     output_dir = Path(config.output_dir)
+    check_output_dir_path(output_dir)
+    config.resolved_quality_source()  # no quality for the gate -> error before anything else
     # Accelerate keeps one process-wide state; a second train() in the same process (a benchmark, a notebook)
     # may ask for another precision. The process-group part (PartialState) is kept.
     AcceleratorState._reset_state()
@@ -155,11 +179,60 @@ def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | N
         log_with=None if config.report_to == "none" else config.report_to,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )
+    with output_dir_lock(output_dir, enabled=accelerator.is_main_process):
+        return _train(config, accelerator, evaluation_hook, start)
+
+
+def _resume_target(
+    config: FaceAdapterTrainingConfig, checkpoints: CheckpointManager, accelerator: Any
+) -> LoadedCheckpoint | None:
+    """The checkpoint to resume (read whole; ``latest`` skips damaged ones), after checking that a fresh start
+    would not mix with another run left in the output folder."""
+    spec = config.resume_from_checkpoint
+    if spec and config.overwrite_output_dir:
+        raise OutputDirError("--overwrite_output_dir and --resume_from_checkpoint contradict each other: pick one.")
+    loaded = checkpoints.resolve(spec) if spec else None
+    if spec and loaded is None:
+        parts = previous_run_parts(config.output_dir)
+        if parts:
+            raise OutputDirError(
+                f"--resume_from_checkpoint {spec}: no usable checkpoint in {checkpoints.root}, but "
+                f"{config.output_dir} holds a run ({'; '.join(parts)}). Pass --overwrite_output_dir instead to "
+                "start afresh there, or choose another --output_dir."
+            )
+        if accelerator.is_main_process:
+            print(f"--resume_from_checkpoint {spec}: no checkpoint yet, starting from scratch.")
+    own = loaded is not None and loaded.path.resolve().parent == checkpoints.root.resolve()
+    check_output_dir(
+        config.output_dir,
+        resuming=own,
+        overwrite=config.overwrite_output_dir,
+        clear=accelerator.is_main_process,
+    )
+    accelerator.wait_for_everyone()
+    return loaded
+
+
+def _train(
+    config: FaceAdapterTrainingConfig, accelerator: Any, evaluation_hook: EvaluationHook | None, start: float
+) -> TrainResult:
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    from ..heads import build_head
+    from ..tuner.fingerprint import tensor_fingerprint
+
+    output_dir = Path(config.output_dir)
     main = accelerator.is_main_process
     set_seed(config.seed)
     quality_source = config.resolved_quality_source()
 
-    # ---- 1. inputs, validated before anything heavy: bad data fails here -----------------------------------
+    # ---- 1. inputs, validated before anything heavy: output folder, checkpoint, data -------------------------
+    record: dict[str, Any] = {"training_config": config.to_dict(), "num_processes": accelerator.num_processes}
+    checkpoints = CheckpointManager(output_dir / "checkpoints", accelerator, config.checkpoints_total_limit, record)
+    loaded = _resume_target(config, checkpoints, accelerator)
+    if loaded is not None:
+        compare_run_records(loaded.run_record, record, loaded.path)
     info = resolve_image_settings(config)
     if main:  # the embedded folders are written once, by one process
         train_source, eval_source, train_description = _sources(config, info.image_size)
@@ -167,6 +240,16 @@ def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | N
     if not main:
         train_source, eval_source, train_description = _sources(config, info.image_size)
     train_dataset = build_train_dataset(config, train_source, info.image_size, info.image_mean, info.image_std)
+    skipped = list(getattr(train_dataset, "skipped_images", []))
+    if skipped and main:
+        (output_dir / SKIPPED_IMAGES_NAME).write_text("\n".join(skipped) + "\n", encoding="utf-8")
+        print(
+            f"Skipped {len(skipped)} unreadable training image(s) (--skip_corrupt_images); the list is in "
+            f"{output_dir / SKIPPED_IMAGES_NAME}."
+        )
+    record["train_data"] = data_fingerprint(train_dataset)
+    if loaded is not None:
+        compare_run_records(loaded.run_record, record, loaded.path)
     train_loader, sampler = build_train_dataloader(config, train_dataset, accelerator.num_processes)
     if evaluation_hook is None and eval_source is not None:
         hook_class = TinyFaceEvaluationHook if config.finetune_method == "quality_gated" else _PlainTinyFaceHook
@@ -178,13 +261,12 @@ def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | N
             batch_size=config.eval_batch_size,
             progress=False,
         )
-    if quality_source == "estimator":
-        from ..registry import QUALITY_ESTIMATORS
-
-        QUALITY_ESTIMATORS.get(config.quality_estimator)  # unknown name -> error listing the known ones
 
     # ---- 2. model: frozen base + adapter, new head -----------------------------------------------------------
     base = load_base_model(config)
+    record["base_model"] = tensor_fingerprint(base.state_dict().items())
+    if loaded is not None:
+        compare_run_records(loaded.run_record, record, loaded.path)
     dim = embedding_size(base, info.image_size)
     if config.gradient_checkpointing:
         if not getattr(base, "supports_gradient_checkpointing", False):
@@ -206,6 +288,7 @@ def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | N
         weight_decay=config.weight_decay,
     )
     raw_optimizer = optimizer
+    raw_model = model
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
 
     # ---- 3. schedule ---------------------------------------------------------------------------------------------
@@ -223,22 +306,15 @@ def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | N
 
     # ---- 4. checkpoints and resume --------------------------------------------------------------------------
     progress = TrainingProgress()
-    accelerator.register_for_checkpointing(scheduler, progress)
-    rng_holder = install_trainable_state_hooks(accelerator, FaceEmbeddingClassifier)
-    checkpoints = CheckpointManager(output_dir / "checkpoints", accelerator, config.checkpoints_total_limit)
+    state = TrainingState(raw_model, raw_optimizer, scheduler, progress, getattr(accelerator, "scaler", None))
     resumed_from = None
-    if config.resume_from_checkpoint:
-        path = checkpoints.resolve(config.resume_from_checkpoint)
-        if path is None:
-            if main:
-                logger.warning("--resume_from_checkpoint latest: no checkpoint yet, starting from scratch.")
-        else:
-            checkpoints.load(path, progress, rng_holder)
-            resumed_from = str(path)
-            if progress.batches_in_epoch >= batches_per_epoch:
-                progress.epoch, progress.batches_in_epoch = progress.epoch + 1, 0
-            if main:
-                print(f"Resumed from {path} at step {progress.global_step}.")
+    if loaded is not None:
+        checkpoints.load(loaded, state)
+        resumed_from = str(loaded.path)
+        if progress.batches_in_epoch >= batches_per_epoch:
+            progress.epoch, progress.batches_in_epoch = progress.epoch + 1, 0
+        if main:
+            print(f"Resumed from {loaded.path} at step {progress.global_step} of {total_steps}.")
 
     def unwrapped_backbone() -> torch.nn.Module:
         return accelerator.unwrap_model(model).backbone
@@ -313,7 +389,7 @@ def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | N
                     accelerator.log(_numeric("eval", metrics), step=step)
             if config.checkpointing_steps and step % config.checkpointing_steps == 0:
                 progress.loss_sum = float(loss_window.item())
-                checkpoints.save(step, {"epoch": progress.epoch})
+                checkpoints.save(step, state, {"epoch": progress.epoch})
             if step >= total_steps:
                 done = True
                 break

@@ -35,8 +35,9 @@ QUALITY_GATED_LORA = _add_peft_type_member()
 
 from .config import QualityGatedLoraConfig  # noqa: E402
 from .layer import QualityGatedLinear  # noqa: E402
+from .loading import check_adapter_folder, load_quality_gated_adapter  # noqa: E402
 from .model import QualityGatedLoraModel  # noqa: E402
-from .proxy import export_proxy_encoders  # noqa: E402
+from .proxy import check_proxy_encoders, export_proxy_encoders  # noqa: E402
 from .quality_state import QualityState, validate_quality  # noqa: E402
 from .targets import DEFAULT_TARGET_MODULES, default_target_modules  # noqa: E402
 
@@ -65,7 +66,10 @@ __all__ = [
     "QualityGatedLoraConfig",
     "QualityGatedLoraModel",
     "QualityState",
+    "check_adapter_folder",
+    "check_proxy_encoders",
     "default_target_modules",
     "export_proxy_encoders",
+    "load_quality_gated_adapter",
     "validate_quality",
 ]

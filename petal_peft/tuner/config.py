@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from peft import LoraConfig
 from peft.utils import PeftType
 
+from ..files import apply_umask
 from .model_card import add_petal_peft_notice
 
 # Options LoRA offers that this method cannot honour: each one changes the layer math (a LoRA variant), rewrites
@@ -80,11 +84,29 @@ class QualityGatedLoraConfig(LoraConfig):
         default="sigmoid",
         metadata={
             "help": "Name of a registered gate mapping a raw score to q in [0, 1]: 'sigmoid' (bounded, monotone, "
-            "signed so that q = 1 is high quality) or 'paper' (the reference rule 0.5 + (score - threshold), "
-            "clamped to [0, 1])."
+            "signed so that q = 1 is high quality), 'linear', 'paper' (the reference rule 0.5 + (score - "
+            "threshold), clamped to [0, 1]) or 'linear_unclamped' (the reference rule as trained, signed and NOT "
+            "clamped; needs allow_unbounded_quality=True)."
         },
     )
     gate_threshold: float = field(default=0.0, metadata={"help": "Score at which q = 0.5 (fit with calibrate)."})
+    score_higher_is_better: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Direction of the raw scores passed as `quality_score=` when no quality_estimator is configured "
+            "(with one, the estimator's own direction applies). None: higher is better. A converted PETALface "
+            "adapter records its IQA's direction here (False for BRISQUE, True for CNNIQA)."
+        },
+    )
+    allow_unbounded_quality: bool = field(
+        default=False,
+        metadata={
+            "help": "Accept quality values outside [0, 1] (from `quality=` or from an unbounded gate such as "
+            "'linear_unclamped'). The PETALface reference never clamps its gate, so running a converted released "
+            "model exactly as trained needs this; off by default, because q outside [0, 1] extrapolates the "
+            "branches beyond anything a bounded gate produces."
+        },
+    )
     gate_temperature: float = field(
         default=1.0, metadata={"help": "Score units per logit of the sigmoid gate (> 0; fit with calibrate)."}
     )
@@ -105,7 +127,7 @@ class QualityGatedLoraConfig(LoraConfig):
         if unknown:
             raise ValueError(
                 f"QualityGatedLoraConfig got unknown fields {unknown}. The adapter config was probably written by a "
-                "newer petal-peft; upgrade with `pip install -U petal-peft`."
+                "newer petal-peft: update yours from its source repository (pull, then `pip install -e .`)."
             )
         return super().__new__(cls)
 
@@ -141,8 +163,17 @@ class QualityGatedLoraConfig(LoraConfig):
             raise TypeError("`quality_estimator_kwargs` must be a dict.")
         if not isinstance(self.gate_mode, str):
             raise TypeError(f"`gate_mode` must be a string, got {type(self.gate_mode).__name__}.")
-        if not float(self.gate_temperature) > 0:
-            raise ValueError(f"`gate_temperature` must be > 0, got {self.gate_temperature}.")
+        if self.score_higher_is_better is not None and not isinstance(self.score_higher_is_better, bool):
+            raise TypeError(
+                f"`score_higher_is_better` must be True, False or None, got {self.score_higher_is_better!r}."
+            )
+        if not isinstance(self.allow_unbounded_quality, bool):
+            raise TypeError(f"`allow_unbounded_quality` must be a bool, got {self.allow_unbounded_quality!r}.")
+        if not float(self.gate_temperature) > 0 or not math.isfinite(float(self.gate_temperature)):
+            raise ValueError(f"`gate_temperature` must be a finite number > 0, got {self.gate_temperature}.")
+        if not math.isfinite(float(self.gate_threshold)):
+            raise ValueError(f"`gate_threshold` must be a finite number, got {self.gate_threshold}.")
+        self._check_registered_names()
         for name in ("image_mean", "image_std"):
             value = getattr(self, name)
             if value is None:
@@ -154,6 +185,34 @@ class QualityGatedLoraConfig(LoraConfig):
                 raise ValueError(f"`image_std` values must be > 0, got {value}.")
             setattr(self, name, value)
 
+    def _check_registered_names(self) -> None:
+        """The gate and estimator must exist now: an adapter that names an unknown one (a typo, a config from
+        elsewhere) is refused when it is built or loaded, not at its first forward."""
+        from ..registry import QUALITY_ESTIMATORS, QUALITY_GATES
+
+        if self.gate_mode not in QUALITY_GATES:
+            raise ValueError(
+                f"`gate_mode` {self.gate_mode!r} is not a registered quality gate; registered: {QUALITY_GATES.names()}."
+            )
+        if self.quality_estimator is None:
+            return
+        if self.quality_estimator not in QUALITY_ESTIMATORS:
+            raise ValueError(
+                f"`quality_estimator` {self.quality_estimator!r} is not a registered quality estimator; registered: "
+                f"{QUALITY_ESTIMATORS.names()} (register your own with petal_peft.registry.QUALITY_ESTIMATORS."
+                "register(name, factory) before building or loading the adapter)."
+            )
+        factory = QUALITY_ESTIMATORS.get(self.quality_estimator)
+        try:
+            inspect.signature(factory).bind(image_mean=None, image_std=None, **self.quality_estimator_kwargs)
+        except TypeError as err:
+            raise ValueError(
+                f"`quality_estimator_kwargs` {self.quality_estimator_kwargs} do not fit the {self.quality_estimator!r} "
+                f"estimator ({err})."
+            ) from None
+        except ValueError:  # no signature available (a builtin): checked when the estimator is built
+            pass
+
     def gate_settings(self) -> dict[str, Any]:
         """The JSON-able settings that rebuild this adapter's quality function."""
         return {
@@ -162,6 +221,8 @@ class QualityGatedLoraConfig(LoraConfig):
             "gate_mode": self.gate_mode,
             "gate_threshold": float(self.gate_threshold),
             "gate_temperature": float(self.gate_temperature),
+            "score_higher_is_better": self.score_higher_is_better,
+            "allow_unbounded_quality": self.allow_unbounded_quality,
             "image_mean": self.image_mean,
             "image_std": self.image_std,
         }
@@ -174,3 +235,9 @@ class QualityGatedLoraConfig(LoraConfig):
         """
         super().save_pretrained(save_directory, **kwargs)
         add_petal_peft_notice(save_directory)
+        # PEFT has written the weights just before (safetensors creates them owner-only): give the folder's
+        # files the modes the umask implies, like any other saved file.
+        for name in ("adapter_model.safetensors", "adapter_config.json", "README.md"):
+            path = os.path.join(save_directory, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                apply_umask(path)

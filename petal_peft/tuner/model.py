@@ -20,7 +20,13 @@ from ..registry import QUALITY_ESTIMATORS, QUALITY_GATES
 from .config import QualityGatedLoraConfig
 from .layer import QualityGatedLinear
 from .quality_state import QualityState, capture_quality_for_recompute, validate_quality
-from .targets import DEFAULT_TARGET_MODULES, default_target_modules
+from .targets import (
+    DEFAULT_TARGET_MODULES,
+    default_target_modules,
+    linear_layer_summary,
+    resolve_default_targets,
+    unmatched_targets,
+)
 
 _PEFT_PREFIX = "base_model.model."
 
@@ -50,6 +56,13 @@ class QualityGatedLoraModel(LoraModel):
     target_module_mapping = DEFAULT_TARGET_MODULES
 
     def __init__(self, model: nn.Module, config: Any, adapter_name: str, **kwargs: Any) -> None:
+        if any(isinstance(m, QualityGatedLinear) for m in model.modules()):
+            raise ValueError(
+                f"this {type(model).__name__} already carries a quality-gated adapter: get_peft_model and "
+                "PeftModel.from_pretrained change the base model in place, so it cannot take a second one. Load "
+                "the adapter onto a fresh copy of the base model (e.g. AutoModel.from_pretrained(...)), or add "
+                "another adapter with model.load_adapter(folder, adapter_name=...)."
+            )
         # Made before injection (which happens in the base __init__), so every new layer gets the same state.
         object.__setattr__(self, "_quality_state", QualityState())
         object.__setattr__(self, "_quality_fns", {})
@@ -58,8 +71,22 @@ class QualityGatedLoraModel(LoraModel):
         super().__init__(model, config, adapter_name, **kwargs)
         self._install_quality_hooks()
 
-    def inject_adapter(self, *args: Any, **kwargs: Any) -> None:
-        super().inject_adapter(*args, **kwargs)
+    def inject_adapter(self, model: nn.Module, adapter_name: str, *args: Any, **kwargs: Any) -> None:
+        config = self.peft_config[adapter_name]
+        if isinstance(config, QualityGatedLoraConfig):
+            if config.target_modules is None:
+                config.target_modules = resolve_default_targets(model)  # None: _prepare_adapter_config explains
+            elif not kwargs.get("state_dict"):
+                missing = unmatched_targets(model, config.target_modules)
+                if missing and len(missing) == (
+                    1 if isinstance(config.target_modules, str) else len(config.target_modules)
+                ):
+                    raise ValueError(
+                        f"target_modules {missing} match no module of {type(model).__name__}. Its linear layers "
+                        f"include: {linear_layer_summary(model)} (name suffixes, or one regular expression over full "
+                        "module names)."
+                    )
+        super().inject_adapter(model, adapter_name, *args, **kwargs)
         # walked here, outside any forward, so that torch.compile never sees this cache change
         self._refresh_layer_cache()
 
@@ -72,9 +99,9 @@ class QualityGatedLoraModel(LoraModel):
             default = default_target_modules(model_type)
             if default is None:
                 raise ValueError(
-                    f"petal-peft has no default target modules for model_type={model_type!r} (defaults exist for "
-                    f"{sorted(DEFAULT_TARGET_MODULES)}). Pass target_modules=[...] naming the linear layers to adapt, "
-                    "e.g. the attention query/key/value projections."
+                    f"petal-peft found no attention query/key/value projections in this model (model_type="
+                    f"{model_type!r}) to adapt by default. Pass target_modules=[...] naming the linear layers to "
+                    "adapt."
                 )
             peft_config.target_modules = default
         return peft_config
@@ -156,12 +183,26 @@ class QualityGatedLoraModel(LoraModel):
 
     @staticmethod
     def _build_gate(config: QualityGatedLoraConfig, estimator: nn.Module | None) -> nn.Module:
-        return QUALITY_GATES.build(
+        # an estimator knows its own direction; without one, the config says which way raw scores point
+        if estimator is not None:
+            higher = bool(getattr(estimator, "higher_is_better", True))
+        else:
+            higher = config.score_higher_is_better is not False
+        gate = QUALITY_GATES.build(
             config.gate_mode,
             threshold=float(config.gate_threshold),
             temperature=float(config.gate_temperature),
-            higher_is_better=bool(getattr(estimator, "higher_is_better", True)),
+            higher_is_better=higher,
         )
+        if not getattr(gate, "bounded", True) and not config.allow_unbounded_quality:
+            raise ValueError(
+                f"gate_mode={config.gate_mode!r} gives quality values outside [0, 1]; opt in with "
+                "QualityGatedLoraConfig(allow_unbounded_quality=True) or use a bounded gate ('sigmoid', 'linear')."
+            )
+        return gate
+
+    def _quality_bounded(self) -> bool:
+        return not (self.active_adapters and self._active_config().allow_unbounded_quality)
 
     @torch.no_grad()
     def estimate_quality(self, pixel_values: torch.Tensor, adapter_name: str | None = None) -> torch.Tensor:
@@ -171,7 +212,13 @@ class QualityGatedLoraModel(LoraModel):
             raise ValueError(f"`pixel_values` must be a tensor [B, C, H, W] to estimate quality, got {shape}.")
         function = self.quality_function(adapter_name).to(pixel_values.device)
         quality = function(pixel_values.detach())
-        return validate_quality(quality.float(), pixel_values.shape[0], pixel_values.device, name="estimated quality")
+        return validate_quality(
+            quality.float(),
+            pixel_values.shape[0],
+            pixel_values.device,
+            name="estimated quality",
+            bounded=self._quality_bounded(),
+        )
 
     def _gate_scores(self, scores: Any, batch: int | None, device: torch.device | None) -> torch.Tensor:
         scores = torch.as_tensor(scores, dtype=torch.float32, device=device)
@@ -183,7 +230,7 @@ class QualityGatedLoraModel(LoraModel):
         estimator = self.quality_function().estimator if config.quality_estimator is not None else None
         gate = self._build_gate(config, estimator).to(scores.device)
         with torch.no_grad():
-            return validate_quality(gate(scores).float(), batch, device)
+            return validate_quality(gate(scores).float(), batch, device, bounded=self._quality_bounded())
 
     def _install_quality_hooks(self) -> None:
         self._remove_quality_hooks()
@@ -210,7 +257,7 @@ class QualityGatedLoraModel(LoraModel):
         if quality is not None and scores is not None:
             raise ValueError("Pass either `quality=` or `quality_score=`, not both.")
         if quality is not None:
-            value = validate_quality(quality, batch, device)
+            value = validate_quality(quality, batch, device, bounded=self._quality_bounded())
         elif scores is not None:
             value = self._gate_scores(scores, batch, device)
         elif pixel_values is not None and self._needs_quality() and self._active_config().quality_estimator:
@@ -316,4 +363,13 @@ class QualityGatedLoraModel(LoraModel):
                 f"{' ...' if len(unexpected) > 8 else ''}. Was it trained on a different base model or with "
                 "different target_modules / r?"
             )
+        by_name = {k.removeprefix(_PEFT_PREFIX): v for k, v in model_state.items()}
+        for key, tensor in remapped.items():
+            target = by_name[key.removeprefix(_PEFT_PREFIX)]
+            if tuple(tensor.shape) != tuple(target.shape):
+                raise ValueError(
+                    f"The adapter weight {key.removeprefix(_PEFT_PREFIX)!r} has shape {tuple(tensor.shape)} in the "
+                    f"file, but the adapter config (r={config.r}) makes it {tuple(target.shape)} in the model: the "
+                    "config was edited, or belongs to other weights."
+                )
         return remapped

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import os
-import tempfile
+from pathlib import Path
 
 from huggingface_hub import ModelCard
+
+from ..files import write_file_atomic
 
 NOTICE_MARKER = "<!-- petal-peft:how-to-load -->"
 
 NOTICE = f"""{NOTICE_MARKER}
 ## How to load this adapter
 
-This is a **quality-gated dual-LoRA** adapter (PETALface) made with
-[petal-peft](https://pypi.org/project/petal-peft/). PEFT alone cannot load it (it fails with
-`KeyError: 'QUALITY_GATED_LORA'`): install petal-peft and import it first.
+This is a **quality-gated dual-LoRA** adapter (PETALface) made with petal-peft. PEFT alone cannot load it
+(it fails with `KeyError: 'QUALITY_GATED_LORA'`): install petal-peft from its source repository and import it
+first. petal-peft is not published on a package index; from a clone of its repository:
 
 ```bash
-pip install petal-peft
+pip install -e .
 ```
 
 ```python
@@ -31,16 +33,7 @@ embeddings = model(pixel_values=x, quality=q)  # q in [0, 1] per image, 1 = high
 
 
 def _write_atomic(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".md")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_file_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def add_petal_peft_notice(directory: str) -> str:

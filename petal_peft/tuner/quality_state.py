@@ -26,8 +26,12 @@ def validate_quality(
     batch_size: int | None = None,
     device: torch.device | None = None,
     name: str = "quality",
+    bounded: bool = True,
 ) -> torch.Tensor:
-    """Return ``quality`` as a float tensor [B] in [0, 1], or raise an error that names the problem."""
+    """Return ``quality`` as a float tensor [B] in [0, 1], or raise an error that names the problem.
+
+    ``bounded=False`` (an adapter configured with ``allow_unbounded_quality=True``) accepts any finite value.
+    """
     if isinstance(quality, bool) or (isinstance(quality, torch.Tensor) and quality.dtype == torch.bool):
         raise TypeError(f"`{name}` must be a float in [0, 1] per image, got a boolean.")
     if isinstance(quality, numbers.Real):
@@ -56,9 +60,12 @@ def validate_quality(
     if not _is_compiling():
         if not torch.isfinite(quality).all():
             raise ValueError(f"`{name}` contains NaN or infinite values.")
-        if (quality < 0).any() or (quality > 1).any():
+        if bounded and ((quality < 0).any() or (quality > 1).any()):
             low, high = float(quality.min()), float(quality.max())
-            raise ValueError(f"`{name}` must lie in [0, 1] (1 = high quality); got values in [{low:.4g}, {high:.4g}].")
+            raise ValueError(
+                f"`{name}` must lie in [0, 1] (1 = high quality); got values in [{low:.4g}, {high:.4g}]. (Values "
+                "outside [0, 1] extrapolate the two branches; an adapter opts in with allow_unbounded_quality=True.)"
+            )
     return quality
 
 

@@ -1,11 +1,34 @@
-"""Default target modules per architecture (module names as in transformers 5)."""
+"""Which linear layers a quality-gated adapter adapts when ``target_modules`` is not given.
+
+In this order: a default registered for the model type in :data:`petal_peft.registry.DEFAULT_TARGET_MODULES`
+(architectures defined outside the tuner, e.g. petal-peft's own face backbones); the table below, for model
+types whose default differs from the rule (it adds the final feature projection); else the rule, which reads
+the module structure of any vision transformer: the query, key and value projections of every attention
+module (three sibling ``nn.Linear`` children named like ``query``/``key``/``value`` or ``q_proj``/``k_proj``/
+``v_proj`` that read the same input width), or its fused ``qkv`` projection.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
+from torch import nn
+
+__all__ = [
+    "DEFAULT_TARGET_MODULES",
+    "attention_projection_names",
+    "default_target_modules",
+    "linear_layer_summary",
+    "resolve_default_targets",
+    "unmatched_targets",
+]
+
 _QKV_SELF_ATTN = r"(q_proj|k_proj|v_proj)"
 
-#: model_type -> full-match regex over module names: the attention query/key/value projections, plus the final
-#: feature projection where the model has one. Checked against tiny random configs in tests/test_targets.py.
+#: model_type -> full-match regex over module names, where the default is more than the attention
+#: projections: the query/key/value projections plus the final feature projection where the model has one.
+#: Checked against tiny random configs in tests/test_tuner_targets.py.
 DEFAULT_TARGET_MODULES: dict[str, str] = {
     # ViTModel / DeiTModel: layers.*.attention.{q,k,v}_proj and the pooler's dense projection.
     "vit": rf"(.*\.)?layers\.\d+\.attention\.{_QKV_SELF_ATTN}|(.*\.)?pooler\.dense",
@@ -25,11 +48,99 @@ DEFAULT_TARGET_MODULES: dict[str, str] = {
     r"|(.*\.)?vision_model\.head\.mlp\.fc2",
 }
 
+# child names of an attention module's projections, by role
+_ROLE_NAMES = {
+    "query": ("query", "q_proj", "q", "to_q", "wq", "q_lin", "query_proj"),
+    "key": ("key", "k_proj", "k", "to_k", "wk", "k_lin", "key_proj"),
+    "value": ("value", "v_proj", "v", "to_v", "wv", "v_lin", "value_proj"),
+}
+_FUSED_NAMES = ("qkv", "qkv_proj", "query_key_value", "wqkv", "in_proj_qkv")
+
 
 def default_target_modules(model_type: str | None) -> str | list[str] | None:
-    """The default targets for ``model_type`` (registered ones first, then the table above), or None."""
+    """The default targets registered for ``model_type``, else those of the table above, else None."""
     from ..registry import DEFAULT_TARGET_MODULES as REGISTERED
 
     if model_type and model_type in REGISTERED:
         return REGISTERED.get(model_type)
     return DEFAULT_TARGET_MODULES.get(model_type or "")
+
+
+def attention_projection_names(model: nn.Module) -> list[str]:
+    """Full names of the query/key/value ``nn.Linear`` layers of every attention module of ``model``.
+
+    An attention module is one with three ``nn.Linear`` children named for the three roles (see
+    ``_ROLE_NAMES``) whose ``in_features`` agree, or one ``nn.Linear`` child named like a fused projection
+    (``qkv``...) whose output is three times its input. Layers inside ``nn.MultiheadAttention`` are skipped (it
+    never calls them as modules).
+    """
+    found: list[str] = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.MultiheadAttention):
+            continue
+        linears = {child: m for child, m in module.named_children() if isinstance(m, nn.Linear)}
+        if not linears:
+            continue
+        prefix = f"{name}." if name else ""
+        lowered = {child.lower(): child for child in linears}
+        roles = {}
+        for role, candidates in _ROLE_NAMES.items():
+            match = next((lowered[c] for c in candidates if c in lowered), None)
+            if match is not None:
+                roles[role] = match
+        if len(roles) == 3 and len({linears[c].in_features for c in roles.values()}) == 1:
+            found += [prefix + roles[r] for r in ("query", "key", "value")]
+            continue
+        for fused in _FUSED_NAMES:
+            child = lowered.get(fused)
+            if child is not None and linears[child].out_features == 3 * linears[child].in_features:
+                found.append(prefix + child)
+                break
+    return found
+
+
+def _generalised_pattern(names: Iterable[str]) -> str | None:
+    """A full-match regex for ``names``, with layer indices turned into ``\\d+`` (one alternative per shape)."""
+    patterns = []
+    for name in names:
+        parts = [r"\d+" if part.isdigit() else re.escape(part) for part in name.split(".")]
+        pattern = r"\.".join(parts)
+        if pattern not in patterns:
+            patterns.append(pattern)
+    return "|".join(patterns) or None
+
+
+def resolve_default_targets(model: nn.Module) -> str | list[str] | None:
+    """The default ``target_modules`` for ``model`` (registry, table, then the structural rule), or None."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    default = default_target_modules(model_type)
+    if default is not None:
+        return default
+    return _generalised_pattern(attention_projection_names(model))
+
+
+def _matches(name: str, targets: str | Iterable[str]) -> bool:
+    if isinstance(targets, str):
+        return re.fullmatch(targets, name) is not None
+    return any(name == t or name.endswith(f".{t}") for t in targets)
+
+
+def unmatched_targets(model: nn.Module, targets: str | Iterable[str]) -> list[str]:
+    """The entries of ``targets`` (PEFT's matching: a regex string, or names / name suffixes) that name no
+    module of ``model``; for a regex, ``[targets]`` when it matches nothing."""
+    names = [name for name, _ in model.named_modules() if name]
+    if isinstance(targets, str):
+        return [] if any(_matches(n, targets) for n in names) else [targets]
+    return [t for t in targets if not any(_matches(n, [t]) for n in names)]
+
+
+def linear_layer_summary(model: nn.Module, limit: int = 8) -> str:
+    """A few of ``model``'s linear layers as name suffixes (what ``target_modules`` can name)."""
+    suffixes: list[str] = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            suffix = ".".join(p for p in name.split(".")[-2:] if not p.isdigit()) or name
+            if suffix not in suffixes:
+                suffixes.append(suffix)
+    shown = ", ".join(suffixes[:limit]) + (" ..." if len(suffixes) > limit else "")
+    return shown or "none"
