@@ -10,9 +10,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from .settings import BenchmarkSettings
 
-__all__ = ["MethodSpec", "default_methods", "train_config"]
+__all__ = ["ALL_LINEAR", "MethodSpec", "all_linear_targets", "default_methods", "train_config"]
+
+#: ``overrides["target_modules"]`` value meaning "every nn.Linear of the base", resolved per architecture
+ALL_LINEAR = "all-linear"
+
+
+def all_linear_targets(base: nn.Module) -> list[str]:
+    """Every ``nn.Linear`` of ``base`` as PEFT target names: the module-name suffix where no other kind of module
+    shares it (``q_proj``, ``fc1``, ...), else the full name (e.g. a Linear and a Conv2d both called
+    ``projection``)."""
+    kinds: dict[str, set[bool]] = {}
+    linear_names = []
+    for name, module in base.named_modules():
+        if not name:
+            continue
+        suffix = name.rsplit(".", 1)[-1]
+        is_linear = isinstance(module, nn.Linear)
+        kinds.setdefault(suffix, set()).add(is_linear)
+        if is_linear:
+            linear_names.append(name)
+    if not linear_names:
+        raise ValueError(f"{type(base).__name__} has no nn.Linear layer to adapt.")
+    targets = {n.rsplit(".", 1)[-1] if kinds[n.rsplit(".", 1)[-1]] == {True} else n for n in linear_names}
+    return sorted(targets)
 
 
 @dataclass
@@ -45,8 +70,6 @@ class MethodSpec:
 
 def default_methods(references: tuple[str, ...] = ()) -> list[MethodSpec]:
     """Pretrained, full FT, plain LoRA, three variants of ours (estimator/calibration/targets), references."""
-    # every linear layer of a transformers 5 ViTModel (module-name suffixes)
-    vit_all_linear = ["q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2", "dense"]
     methods = [
         MethodSpec("pretrained", None, description="the pretrained base, untouched"),
         MethodSpec("full", "full", description="full fine-tuning (every backbone weight)"),
@@ -71,8 +94,8 @@ def default_methods(references: tuple[str, ...] = ()) -> list[MethodSpec]:
             "ours-alllin",
             "quality_gated",
             ("gate",),
-            {"quality_source": "estimator", "target_modules": vit_all_linear},
-            "quality-gated on every linear layer (q, k, v, o, fc1, fc2, pooler): more parameters",
+            {"quality_source": "estimator", "target_modules": ALL_LINEAR},
+            "quality-gated on every linear layer of the base (attention, MLP, embedding head): more parameters",
             True,
         ),
     ]
@@ -90,8 +113,10 @@ def train_config(
     out_dir: Path,
     gate: dict[str, Any],
     image_size: int,
+    all_linear: list[str] | None = None,
 ) -> Any:
-    """The FaceAdapterTrainingConfig of one (row, seed): the shared budget plus the row's overrides."""
+    """The FaceAdapterTrainingConfig of one (row, seed): the shared budget plus the row's overrides
+    (``all_linear``: what :data:`ALL_LINEAR` stands for on this base, see :func:`all_linear_targets`)."""
     from ..training import FaceAdapterTrainingConfig
 
     sizes = s.capture_sizes("train", image_size)
@@ -129,4 +154,8 @@ def train_config(
             gate_temperature=gate["gate_temperature"],
         )
     fields.update(spec.overrides)
+    if fields.get("target_modules") == ALL_LINEAR:
+        if not all_linear:
+            raise ValueError(f"method {spec.name!r} adapts every linear layer: pass all_linear_targets(base).")
+        fields["target_modules"] = list(all_linear)
     return FaceAdapterTrainingConfig(**fields)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .aggregate import aggregate
 from .data import BenchmarkData
 from .evaluate import evaluate_split, model_embedder, reference_embedder
-from .methods import MethodSpec, default_methods, train_config
+from .methods import MethodSpec, all_linear_targets, default_methods, train_config
 from .models import load_base, load_trained, prepare_base, publish_run_folder, weights_file_size
 from .report import write_json
 from .settings import BenchmarkSettings
@@ -100,6 +100,7 @@ def run_benchmark(s: BenchmarkSettings, methods: list[MethodSpec] | None = None)
     train_dir = write_adapt_folder(data, work)
     base = load_base(base_model)
     base_params = sum(p.numel() for p in base.parameters())
+    all_linear = all_linear_targets(base)
     runs: list[dict[str, Any]] = []
     jobs = [(spec, seed) for spec in methods for seed in (s.seeds if spec.trained else s.seeds[:1])]
     bar = tqdm(jobs, desc="benchmark", disable=not s.progress)
@@ -122,7 +123,7 @@ def run_benchmark(s: BenchmarkSettings, methods: list[MethodSpec] | None = None)
                 folder = out / spec.name
             else:
                 run_dir = work / "runs" / f"{spec.name}-s{seed}"
-                config = train_config(spec, s, seed, base_model, train_dir, run_dir, gate, image_size)
+                config = train_config(spec, s, seed, base_model, train_dir, run_dir, gate, image_size, all_linear)
                 result = train(config)
                 folder = publish_run_folder(result.adapter_dir, out / spec.name / f"seed{seed}")
                 shutil.rmtree(run_dir, ignore_errors=True)
