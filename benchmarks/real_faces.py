@@ -2,6 +2,7 @@
 
     python benchmarks/real_faces.py run --faces /path/to/faces --base DIR --out DIR --seeds 0 1 2 [--docs]
     python benchmarks/real_faces.py split --faces /path/to/faces      # the groups and split sizes, no training
+    python benchmarks/real_faces.py budget --faces DIR --base DIR --minutes 75   # timed: the --steps that fit
     python benchmarks/real_faces.py run --faces DIR --out DIR --quick  # pipeline check: tiny random base, 1 seed
 
 ``--faces`` is the folder holding ``lfw/`` (LFW images + ``pairs_view2.csv``) and optional extra sets such as
@@ -46,7 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--seeds", type=int, nargs="+", default=None)
     run.add_argument("--docs", action="store_true", help="also write real_faces_* files into docs/images/")
     run.add_argument("--quick", action="store_true", help="tiny random base, 1 seed, 4 steps, no reference")
-    run.add_argument("--methods", nargs="+", default=None, help="only these rows (e.g. pretrained full lora ours)")
+    run.add_argument(
+        "--methods", dest="rows", nargs="+", default=None, help="only these rows (e.g. pretrained full lora ours)"
+    )
     run.add_argument("--references", nargs="*", default=None, help="reference rows (default: dlib; none: empty)")
     run.add_argument("--prepare", default=None, help="image preparation / alignment (default: center-crop)")
     run.add_argument("--probe-px", dest="probe_size_px", type=int, nargs=2, default=None, metavar=("MIN", "MAX"))
@@ -66,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--no-progress", action="store_true")
     split = sub.add_parser("split", help="print the identity groups and split sizes (reads no pixels)")
     _add_data_flags(split)
+    budget = sub.add_parser(
+        "budget", parents=[run], add_help=False, conflict_handler="resolve", help="time a few steps: what fits"
+    )
+    budget.add_argument("--minutes", type=float, default=75.0, help="the time budget of the whole run")
+    budget.add_argument("--out", default=None, help="unused (the run's folder)")
     return parser.parse_args(argv)
 
 
@@ -80,6 +88,8 @@ def settings_from_args(args: argparse.Namespace):
         overrides["extra_face_sets"] = tuple(args.extra_sets)
     if getattr(args, "seeds", None) is not None:
         overrides["seeds"] = tuple(args.seeds)
+    if getattr(args, "rows", None) is not None:
+        overrides["rows"] = tuple(args.rows)
     if getattr(args, "references", None) is not None:
         overrides["references"] = tuple(args.references)
     if getattr(args, "no_progress", False):
@@ -87,9 +97,9 @@ def settings_from_args(args: argparse.Namespace):
     if getattr(args, "quick", False):
         quick = dict(base="random", seeds=(0,), steps=4, batch_size=16, calibration_images=64, references=())
         overrides = {**quick, **overrides, "quick": True}
-    elif args.command == "run" and not overrides.get("base"):
+    elif args.command in ("run", "budget") and not overrides.get("base"):
         raise ValueError("pass --base: the real face base model folder (or 'standin-vit' for a dry run).")
-    return real_face_settings(args.faces, getattr(args, "out", "unused"), **overrides)
+    return real_face_settings(args.faces, getattr(args, "out", None) or "unused", **overrides)
 
 
 def _check_out(out: str) -> None:
@@ -99,6 +109,45 @@ def _check_out(out: str) -> None:
             f"--out {out} is inside the repository; the run writes prepared face images there while it trains: "
             "choose a folder outside it."
         )
+
+
+def budget(settings, methods, plan, minutes: float) -> dict:
+    """Time a few training steps and embedding batches with the real base; the steps that fit in ``minutes``."""
+    import tempfile
+    import time
+
+    from PIL import Image
+
+    from petal_peft.benchmark import build_preparation
+    from petal_peft.benchmark.budget import estimate_runtime, measure_costs, steps_for_budget
+    from petal_peft.benchmark.data import degrade_images, stack_images
+    from petal_peft.benchmark.models import prepare_base
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base_model, ps = prepare_base(settings.base, Path(tmp), progress=False)
+        size = int(ps["image_size"])
+        prepare = build_preparation(settings.prepare, size)
+        sample = plan.splits["eval"].sharp[:16]
+        t = time.perf_counter()
+        images = [prepare(Image.open(p).convert("RGB")) for p in sample]
+        degrade_images(images, settings.capture_sizes("probe", size), seed=0)
+        data_image_s = (time.perf_counter() - t) / len(sample)
+        costs = measure_costs(settings, methods, base_model, ps, len(plan.adapt), stack_images(images, size))
+    costs.data_image_s = data_image_s
+    summary = plan.summary()
+    counts = {name: summary[name]["probes"] + summary[name]["sharp_images"] for name in ("val", "eval")}
+    counts["data"] = summary["adapt"]["images"] + counts["val"] + counts["eval"]
+    fits = steps_for_budget(settings, methods, costs, counts, 60.0 * minutes)
+    return {
+        "costs": costs.to_dict(),
+        "images": counts,
+        f"estimate_at_{settings.steps}_steps_s": estimate_runtime(settings, methods, costs, counts),
+        f"steps_that_fit_{minutes:g}_min": fits,
+        f"estimate_at_{fits}_steps_s": estimate_runtime(settings, methods, costs, counts, steps=fits),
+        "batch_size": settings.batch_size,
+        "rows": [m.name for m in methods],
+        "seeds": list(settings.seeds),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,16 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "split":
             print(json.dumps(plan.summary(), indent=2))
             return 0
-        _check_out(settings.out)
-        from petal_peft.benchmark import default_methods, format_table, run_benchmark, write_outputs
+        from petal_peft.benchmark.methods import select_methods
 
-        methods = default_methods(settings.references)
-        if args.methods:
-            known = {m.name for m in methods}
-            unknown = sorted(set(args.methods) - known)
-            if unknown:
-                raise ValueError(f"unknown --methods {unknown}; known: {sorted(known)}.")
-            methods = [m for m in methods if m.name in args.methods or m.reference is not None]
+        methods = select_methods(settings)
+        if args.command == "budget":
+            print(json.dumps(budget(settings, methods, plan, args.minutes), indent=2))
+            return 0
+        _check_out(settings.out)
+        from petal_peft.benchmark import format_table, run_benchmark, write_outputs
+
         results = run_benchmark(settings, methods)
         written = write_outputs(results, settings.out, DOCS_IMAGES if args.docs else None, prefix="real_faces")
     except (ValueError, TypeError, KeyError, OSError, ImportError) as err:

@@ -330,3 +330,34 @@ def test_shared_faces_split_matches_the_docs():
         assert all(plan.lfw_root in p.parents for p in split.sharp + split.probes)
     same = np.asarray(plan.splits["eval"].same)
     assert all(same[i : i + 180].sum() == 90 for i in range(0, 1800, 180))  # the ten verification folds
+
+
+def test_budget_estimate_is_consistent(faces, capsys):
+    from petal_peft.benchmark.budget import RunCosts, estimate_runtime, steps_for_budget
+    from petal_peft.benchmark.methods import select_methods
+
+    s = _settings(faces, rows=("pretrained", "lora", "ours"), seeds=(0, 1, 2), flip_test=False)
+    methods = select_methods(s)
+    assert [m.name for m in methods] == ["pretrained", "lora", "ours"]
+    costs = RunCosts(
+        step_s={"lora": 2.0, "ours": 1.0},
+        setup_s=5.0,
+        image_s={"plain": 0.01, "lora": 0.02, "gate": 0.03, "proxy": 0.01},
+    )
+    counts = {"val": 100, "eval": 300, "data": 500}
+    at10 = estimate_runtime(s, methods, costs, counts, steps=10)
+    # 3 seeds x 2 rows x 5 s setup + 3 x 10 x (2 + 1); eval: base 300 x 0.01, LoRA 3 x 300 x 0.02 (no validation:
+    # not a variant), ours 3 x 400 x (0.03 + 0.01)
+    assert at10["train"] == 30 + 90 and at10["eval"] == 3 + 18 + 48
+    fits = steps_for_budget(s, methods, costs, counts, seconds=1000.0)
+    assert estimate_runtime(s, methods, costs, counts, fits)["total"] <= 1000.0
+    assert estimate_runtime(s, methods, costs, counts, fits + 1)["total"] > 1000.0
+    with pytest.raises(ValueError, match="unknown rows"):
+        select_methods(_settings(faces, rows=("ourz",)))
+
+    cli = _load_cli()
+    args = ["budget", "--faces", str(faces), "--extra-sets", "extra", "--base", "random", "--references"]
+    assert cli.main([*args, "--methods", "pretrained", "ours", "--batch-size", "4", "--minutes", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["costs"]["step_s"]) == {"ours"} and report["costs"]["image_s"]["gate"] > 0
+    assert report["images"] == {"val": 6 + 11, "eval": 18 + 33, "data": 24 + 17 + 51}

@@ -19,7 +19,7 @@ Pieces: :mod:`.settings` (one dataclass, every field a flag), :mod:`.sources` (`
 from .aggregate import aggregate, mean_std, row_label
 from .data import DATA_SOURCES, DISTRACTOR, BenchmarkData, EvalSplit
 from .evaluate import evaluate_split, model_embedder, reference_embedder
-from .methods import MethodSpec, default_methods, train_config
+from .methods import MethodSpec, default_methods, select_methods, train_config
 from .prepare import IMAGE_PREPARATIONS, build_preparation, center_crop
 from .reference import REFERENCE_MODELS, DlibFaceDescriptor
 from .report import format_table, plot_cmc, plot_forgetting, write_outputs
@@ -58,6 +58,7 @@ __all__ = [
     "reference_embedder",
     "row_label",
     "run_benchmark",
+    "select_methods",
     "train_config",
     "write_outputs",
 ]

@@ -14,7 +14,7 @@ from torch import nn
 
 from .settings import BenchmarkSettings
 
-__all__ = ["ALL_LINEAR", "MethodSpec", "all_linear_targets", "default_methods", "train_config"]
+__all__ = ["ALL_LINEAR", "MethodSpec", "all_linear_targets", "default_methods", "select_methods", "train_config"]
 
 #: ``overrides["target_modules"]`` value meaning "every nn.Linear of the base", resolved per architecture
 ALL_LINEAR = "all-linear"
@@ -102,6 +102,15 @@ def default_methods(references: tuple[str, ...] = ()) -> list[MethodSpec]:
     for name in references:
         methods.append(MethodSpec(f"{name}-reference", None, reference=name, description=f"reference model {name!r}"))
     return methods
+
+
+def select_methods(s: BenchmarkSettings) -> list[MethodSpec]:
+    """The default rows named in ``s.rows`` (all when empty), in their usual order, plus ``s.references``."""
+    methods = default_methods(s.references)
+    unknown = sorted(set(s.rows) - {m.name for m in methods})
+    if unknown:
+        raise ValueError(f"unknown rows {unknown}; known: {[m.name for m in methods if m.reference is None]}.")
+    return [m for m in methods if not s.rows or m.name in s.rows or m.reference is not None]
 
 
 def train_config(

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .aggregate import aggregate
 from .data import BenchmarkData
 from .evaluate import evaluate_split, model_embedder, reference_embedder
-from .methods import MethodSpec, all_linear_targets, default_methods, train_config
+from .methods import MethodSpec, all_linear_targets, select_methods, train_config
 from .models import load_base, load_trained, prepare_base, publish_run_folder, weights_file_size
 from .report import write_json
 from .settings import BenchmarkSettings
@@ -84,7 +84,7 @@ def run_benchmark(s: BenchmarkSettings, methods: list[MethodSpec] | None = None)
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    methods = methods or default_methods(s.references)
+    methods = methods or select_methods(s)
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"

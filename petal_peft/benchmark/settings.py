@@ -63,7 +63,8 @@ class BenchmarkSettings:
     head_scale: float = 32.0
     head_margin: float = 0.2
     calibration_images: int = 600
-    # -- reference rows (not trained), by REFERENCE_MODELS name, e.g. "dlib" --------------------------------
+    # -- rows: names of default_methods() to run (empty: all), and reference rows by REFERENCE_MODELS name --
+    rows: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
     # which rows are also evaluated on the validation group: "all", or "variants" (only the candidates for the
     # best variant need it; saves evaluation time)
@@ -79,6 +80,7 @@ class BenchmarkSettings:
         for name in ("seeds", "extra_face_sets", "eval_folds", "validation_folds", "adapt_folds", "base_folds"):
             setattr(self, name, tuple(getattr(self, name)))
         self.references = tuple(self.references)
+        self.rows = tuple(self.rows)
         for name in ("probe_size_fraction", "train_size_fraction", "probe_size_px", "train_size_px"):
             value = getattr(self, name)
             if value is not None:
