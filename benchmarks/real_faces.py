@@ -64,7 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="rows also evaluated on the validation folds (default: variants, the candidates for the best one)",
     )
-    run.add_argument("--no-flip", dest="flip_test", action="store_false", default=None, help="no flip-fused embeddings")
+    run.add_argument(
+        "--flip-test",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="embed each image and its mirror, fused (default: off, to fit the budget)",
+    )
     run.add_argument("--keep-work", action="store_true", help="keep <out>/work (prepared adaptation images)")
     run.add_argument("--no-progress", action="store_true")
     split = sub.add_parser("split", help="print the identity groups and split sizes (reads no pixels)")
@@ -96,6 +101,7 @@ def settings_from_args(args: argparse.Namespace):
         overrides["progress"] = False
     if getattr(args, "quick", False):
         quick = dict(base="random", seeds=(0,), steps=4, batch_size=16, calibration_images=64, references=())
+        quick.update(probe_size_px=(5, 10), train_size_px=(5, 10))  # the random base's 32 px input
         overrides = {**quick, **overrides, "quick": True}
     elif args.command in ("run", "budget") and not overrides.get("base"):
         raise ValueError("pass --base: the real face base model folder (or 'standin-vit' for a dry run).")
