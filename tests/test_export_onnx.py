@@ -186,6 +186,10 @@ def test_cli_export_onnx(tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "onnx"), "--parts", "probe_encoder"]) == 0
     assert "max relative difference vs PyTorch" in capsys.readouterr().out
     assert sorted(os.listdir(tmp_path / "onnx")) == ["README.md", "export_card.json", "probe_encoder.onnx"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (tmp_path / "onnx").stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0o700
+    assert (tmp_path / "onnx" / "probe_encoder.onnx").stat().st_mode & 0o777 == 0o666 & ~umask
     # one line, exit 2: an adapter/base mismatch, and a part that needs an estimator the adapter lacks
     tiny_model("swin").save_pretrained(tmp_path / "swin")
     assert main(["export", "onnx", "--model", str(tmp_path / "swin"), *args[4:], "--out", str(tmp_path / "x")]) == 2

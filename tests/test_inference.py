@@ -418,3 +418,13 @@ def test_embed_errors_are_one_line(ws, tmp_path, capsys):
         == 2
     )
     assert "trained on a ViTModel" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_index_files_honour_the_umask(gate_index, tmp_path):
+    old = os.umask(0o007)
+    try:
+        tensors, document = gate_index.save(tmp_path / "sub" / "g")
+    finally:
+        os.umask(old)
+    assert tensors.stat().st_mode & 0o777 == 0o660 and document.stat().st_mode & 0o777 == 0o660
+    assert [p.name for p in (tmp_path / "sub").iterdir() if p.name.startswith(".")] == []  # no temporary left

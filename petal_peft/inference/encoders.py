@@ -150,6 +150,8 @@ def build_face_encoder(
     dev = resolve_device(device)
     base = load_base_model(model, dtype=torch_dtype) if not isinstance(model, nn.Module) else model.eval()
     model_path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+    if model_path is not None and os.path.isdir(model_path):
+        model_path = os.path.abspath(model_path)
 
     settings: dict[str, Any] | None = None
     calibrated = False

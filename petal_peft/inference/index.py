@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from petal_peft.export.files import atomic_file, current_umask, write_json_atomic
+from petal_peft.export.files import atomic_file, write_json_atomic
 
 INDEX_FORMAT = "petal-peft-embeddings"
 INDEX_VERSION = 1
@@ -120,7 +120,7 @@ class EmbeddingIndex:
         document = {
             "format": INDEX_FORMAT,
             "format_version": INDEX_VERSION,
-            **{k: v for k, v in self.info.items() if k not in ("format", "format_version")},
+            **{k: v for k, v in self.info.items() if k not in ("format", "format_version", "path")},
             "tensor_file": tensor_path.name,
             "tensor_sha256": _sha256(tensor_path),
             "count": len(self),
@@ -209,7 +209,6 @@ class ChunkStore:
                 )
         else:
             self.folder.mkdir(parents=True, exist_ok=True)
-            os.chmod(self.folder, 0o777 & ~current_umask())
             write_json_atomic(run_file, self.signature)
 
     def chunk_path(self, k: int) -> Path:
