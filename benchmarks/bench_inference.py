@@ -11,6 +11,7 @@ times, interleaved within each repeat so that machine noise hits every row alike
 * ``gated, ONNX``: the gated model with estimator and gate inside the graph, under onnxruntime;
 * ``estimator``: the quality estimator and gate alone.
 
+The order of the rows rotates from one repeat to the next.
 Reported per batch size (1 and 64): median latency per call, images/s, and the median of the per-repeat ratio to
 the base with its interquartile range. PyTorch and onnxruntime get the same number of threads. Synthetic inputs
 (random pixels); the speed of these models does not depend on the pixel values.
@@ -21,6 +22,7 @@ Usage: python benchmarks/bench_inference.py [--threads 2] [--repeats-64 7] [--re
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import tempfile
@@ -66,8 +68,6 @@ def shipped_base() -> torch.nn.Module:
 
 
 def adapt(base: torch.nn.Module) -> torch.nn.Module:
-    import copy
-
     config = petal_peft.QualityGatedLoraConfig(r=8, lora_alpha=8, lora_dropout=0.0, quality_estimator="resolution")
     model = get_peft_model(copy.deepcopy(base), config)
     generator = torch.Generator().manual_seed(1)
@@ -82,8 +82,14 @@ def build_rows(
     base: torch.nn.Module, threads: int, workdir: str
 ) -> tuple[dict[str, Callable[[torch.Tensor], object]], dict[str, float]]:
     """name -> callable(x) for every timed row, and the parity of the ONNX rows vs PyTorch."""
+    # a copy, so that the base weights live in ordinary memory like the merged copy's (not memory-mapped from a
+    # safetensors file, as from_pretrained leaves them)
+    base = copy.deepcopy(base).eval()
     model = adapt(base)
     merged = petal_peft.merged_encoder(model, 0.0).eval()
+    # the merged encoder is the base architecture with other weights: same modules, same parameter count
+    assert type(merged) is type(base) and not any("lora" in name for name, _ in merged.named_parameters())
+    assert sum(p.numel() for p in merged.parameters()) == sum(p.numel() for p in base.parameters())
     function = model.base_model.quality_function()
     size = base.config.image_size
     example = torch.randn(2, 3, size, size)
@@ -134,10 +140,12 @@ def time_rows(rows: dict[str, Callable], x: torch.Tensor, repeats: int) -> dict[
         for fn in rows.values():  # warm-up (allocations, onnxruntime's first-run planning)
             fn(x)
             fn(x)
-        for _ in range(repeats):
-            for name, fn in rows.items():
+        names = list(rows)
+        for r in range(repeats):
+            # rotate the order every repeat, so that no row always runs first (cold caches) or after a given row
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 start = time.perf_counter()
-                fn(x)
+                rows[name](x)
                 times[name].append(time.perf_counter() - start)
     return times
 
