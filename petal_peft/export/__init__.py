@@ -6,9 +6,9 @@ exports, ``gated_estimator.onnx``, plus ``export_card.json``. Importing this pac
 onnxscript or onnxruntime (the ``onnx`` extra); they are imported when an export or a session needs them.
 """
 
+from .card import CARD_NAME, build_card, load_export_card, render_card_markdown
 from .loading import AdapterMismatchError, load_adapter, load_base_model, read_adapter_config
 from .onnx import (
-    CARD_NAME,
     DEFAULT_OPSET,
     GALLERY_ENCODER,
     GATED,
@@ -22,7 +22,6 @@ from .onnx import (
     SelfGatedEncoder,
     export_module,
     export_onnx,
-    load_export_card,
 )
 from .parity import (
     DEFAULT_TOLERANCE,
@@ -51,6 +50,7 @@ __all__ = [
     "GatedEncoder",
     "MissingExtraError",
     "SelfGatedEncoder",
+    "build_card",
     "compare_with_torch",
     "export_module",
     "export_onnx",
@@ -61,6 +61,7 @@ __all__ = [
     "onnx_session",
     "parity_batches",
     "read_adapter_config",
+    "render_card_markdown",
     "run_session",
     "smooth_images",
 ]
