@@ -7,7 +7,7 @@ onnxscript or onnxruntime (the ``onnx`` extra); they are imported when an export
 """
 
 from .card import CARD_NAME, build_card, load_export_card, render_card_markdown
-from .loading import AdapterMismatchError, load_adapter, load_base_model, read_adapter_config
+from .loading import AdapterMismatchError, load_adapter, load_base_model
 from .onnx import (
     DEFAULT_OPSET,
     GALLERY_ENCODER,
@@ -60,7 +60,6 @@ __all__ = [
     "max_relative_difference",
     "onnx_session",
     "parity_batches",
-    "read_adapter_config",
     "render_card_markdown",
     "run_session",
     "smooth_images",
