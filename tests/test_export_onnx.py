@@ -205,7 +205,7 @@ def test_missing_onnx_extra_is_one_clear_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # import onnxscript now raises ImportError
     args = ["export", "onnx", "--model", "m", "--adapter", "a", "--out", str(tmp_path / "x")]
     assert main(args) == 2
-    assert 'pip install "petal-peft[onnx]"' in capsys.readouterr().err
+    assert "pip install -e '.[onnx]'" in capsys.readouterr().err
 
 
 def test_smooth_images_are_smooth_and_in_range():

@@ -387,7 +387,7 @@ def test_align_without_the_extra_is_one_clear_line(ws, tmp_path, capsys):
     args = ["embed", "--model", ws / "base", "--images", ws / "probes", "--out", tmp_path / "x", "--align"]
     assert cli(*args) == 2
     err = capsys.readouterr().err  # fails before the model is loaded: nothing else on stderr
-    assert 'pip install "petal-peft[align]"' in err and err.count("\n") == 1
+    assert "pip install -e '.[align]'" in err and err.count("\n") == 1
 
 
 def test_embed_errors_are_one_line(ws, tmp_path, capsys):

@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Writes gallery_encoder.onnx and probe_encoder.onnx (adapter merged at q=1 / q=0), gated.onnx "
         "(inputs pixel_values and quality) and, when the adapter has a quality estimator that exports, "
         "gated_estimator.onnx (estimator and gate inside), with a dynamic batch, plus export_card.json. Needs "
-        'pip install "petal-peft[onnx]".',
+        "the onnx extra (pip install -e '.[onnx]' in the petal-peft clone).",
     )
     _add_source_arguments(onnx)
     from petal_peft.export.onnx import DEFAULT_OPSET, PARTS

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 
-ONNX_EXTRA = 'pip install "petal-peft[onnx]"'
+from petal_peft.extras import MissingExtraError, install_hint, require
 
+__all__ = ["ONNX_EXTRA", "MissingExtraError", "require_onnx_exporter", "require_onnxruntime"]
 
-class MissingExtraError(ImportError):
-    """An optional dependency is not installed; the message says which extra to install."""
+ONNX_EXTRA = install_hint("onnx")
 
 
 def _require(module: str, purpose: str) -> ModuleType:
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise MissingExtraError(
-            f"{purpose} needs the `{module}` package, which is not installed: {ONNX_EXTRA}"
-        ) from err
+    return require(module, "onnx", purpose)
 
 
 def require_onnx_exporter() -> None:

@@ -12,7 +12,9 @@ from collections.abc import Callable
 
 from PIL import Image
 
-ALIGN_EXTRA = 'pip install "petal-peft[align]"'
+from petal_peft.extras import install_hint
+
+ALIGN_EXTRA = install_hint("align")
 ALIGNER_FACTORY = "image_aligner"
 
 Aligner = Callable[[Image.Image], Image.Image]
