@@ -104,7 +104,7 @@ def run_embed(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ search
 def run_search(args: argparse.Namespace) -> int:
     from petal_peft.cli import CliError
-    from petal_peft.export.files import write_json_atomic
+    from petal_peft.files import write_json_atomic
     from petal_peft.inference import EmbeddingIndex, embed_images, search
 
     if (args.probes is None) == (args.images is None):
@@ -149,7 +149,7 @@ def run_verify(args: argparse.Namespace) -> int:
     import torch
 
     from petal_peft.cli import CliError
-    from petal_peft.export.files import write_json_atomic
+    from petal_peft.files import write_json_atomic
     from petal_peft.inference import (
         check_threshold_applies,
         embed_paths,

@@ -29,8 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from petal_peft.files import atomic_directory, write_json_atomic
+
 from .card import CARD_NAME, EXPORTER, build_card, io_spec, render_card_markdown
-from .files import atomic_directory, write_json_atomic
 from .loading import describe_model, is_quality_gated, load_adapter, load_base_model
 from .parity import DEFAULT_TOLERANCE, compare_with_torch, parity_batches
 from .requirements import require_onnx_exporter

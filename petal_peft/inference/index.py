@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from petal_peft.export.files import atomic_file, write_json_atomic
+from petal_peft.files import write_file_atomic, write_json_atomic
 
 INDEX_FORMAT = "petal-peft-embeddings"
 INDEX_VERSION = 1
@@ -116,7 +116,7 @@ class EmbeddingIndex:
     def save(self, out: str | os.PathLike) -> tuple[Path, Path]:
         """Write the tensor file, then the JSON naming its checksum (each atomically); return both paths."""
         tensor_path, json_path = index_paths(out)
-        atomic_file(tensor_path, lambda tmp: save_file(self.tensors(), tmp, metadata={"format": INDEX_FORMAT}))
+        write_file_atomic(tensor_path, lambda tmp: save_file(self.tensors(), tmp, metadata={"format": INDEX_FORMAT}))
         document = {
             "format": INDEX_FORMAT,
             "format_version": INDEX_VERSION,
@@ -218,7 +218,8 @@ class ChunkStore:
         return self.chunk_path(k).is_file()
 
     def write(self, k: int, tensors: Mapping[str, torch.Tensor]) -> None:
-        atomic_file(self.chunk_path(k), lambda tmp: save_file({n: t.contiguous() for n, t in tensors.items()}, tmp))
+        contiguous = {n: t.contiguous() for n, t in tensors.items()}
+        write_file_atomic(self.chunk_path(k), lambda tmp: save_file(contiguous, tmp))
 
     def read(self, k: int) -> dict[str, torch.Tensor]:
         return load_file(str(self.chunk_path(k)))
