@@ -1,5 +1,10 @@
 """Files as users expect them: written atomically, and readable by others when the umask says so.
 
+Atomic: a file or a whole folder is written under a temporary sibling name, then renamed into place, so a reader
+(or a resumed run) never sees half of it. POSIX cannot rename a folder over a non-empty one, so an existing
+folder is first moved aside to ``.<name>.old`` and deleted only after the new one is in place;
+:func:`recover_directory` restores it if a crash fell between the two renames.
+
 Temporary files and folders (``tempfile.mkstemp`` / ``mkdtemp``) and safetensors files are created owner-only
 (0o600 / 0o700) whatever the umask; a saved adapter, head, checkpoint or encoder moved into place from such a
 temporary would stay private. Everything petal-peft publishes therefore gets the modes a plain ``open()`` /
@@ -9,13 +14,27 @@ so this module imports nothing of petal-peft.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["apply_umask", "current_umask", "make_temp_dir", "write_file_atomic"]
+__all__ = [
+    "apply_umask",
+    "atomic_directory",
+    "current_umask",
+    "make_temp_dir",
+    "old_path",
+    "publish_directory",
+    "recover_directory",
+    "write_file_atomic",
+    "write_json_atomic",
+]
 
 _UMASK_LOCK = threading.Lock()
 
@@ -59,6 +78,7 @@ def write_file_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> 
     """``write(tmp_path)`` a temporary sibling of ``path``, give it the umask's mode, then rename it into place,
     so readers never see half a file."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -68,4 +88,81 @@ def write_file_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> 
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, sort_keys: bool = False) -> Path:
+    """``obj`` as indented strict JSON (NaN refused), written atomically; the parent folder is created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(obj, indent=2, sort_keys=sort_keys, allow_nan=False) + "\n"
+    write_file_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return path
+
+
+def old_path(final: Path) -> Path:
+    """Where the previous version of ``final`` waits while the new one is moved in."""
+    return final.parent / f".{final.name}.old"
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush file contents to disk before the rename makes them visible (no-op where unsupported)."""
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            try:
+                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
+
+def recover_directory(final: str | os.PathLike) -> Path:
+    """Undo a publish interrupted between its two renames: bring ``.<name>.old`` back if ``final`` is gone."""
+    final = Path(final)
+    old = old_path(final)
+    if old.exists():
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, final)
+    return final
+
+
+def publish_directory(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """Move the finished folder ``tmp`` to ``final``, replacing any previous version only once ``tmp`` is whole."""
+    tmp, final = Path(tmp), Path(final)
+    recover_directory(final)
+    apply_umask(tmp)  # temporary folders and safetensors files are created owner-only
+    _fsync_tree(tmp)
+    old = old_path(final)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+@contextmanager
+def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder next to ``final``; on success it becomes ``final``, on error it is deleted.
+
+    Example::
+
+        with atomic_directory("out/adapter") as tmp:
+            model.save_pretrained(tmp)
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(final.parent, prefix=f".{final.name}.")
+    try:
+        yield tmp
+        publish_directory(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise

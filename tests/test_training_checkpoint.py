@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from test_training_helpers import make_face_folder, make_tiny_base, tiny_flags
 
+from petal_peft.files import old_path, recover_directory
 from petal_peft.training import CheckpointManager, atomic_directory, parse_args, publish_directory, train
-from petal_peft.training.atomic import old_path, recover_directory
 
 
 class _MainProcess:

@@ -105,11 +105,9 @@ def weights_file_size(folder: str | os.PathLike) -> int:
 
 def publish_run_folder(adapter_dir: str | os.PathLike, final: str | os.PathLike) -> Path:
     """Move a finished training's adapter (or full model) folder to ``final`` (``<out>/<method>/seed<k>``)."""
-    from ..files import apply_umask
-    from ..training.atomic import publish_directory
+    from ..files import publish_directory
 
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    apply_umask(adapter_dir)
-    publish_directory(adapter_dir, final)
+    publish_directory(adapter_dir, final)  # gives the folder the umask's modes
     return final

@@ -22,24 +22,22 @@ from ..registry import Registry
 
 __all__ = ["REFERENCE_MODELS", "DlibFaceDescriptor", "dlib_model_files"]
 
+
 #: name -> ``factory(num_workers=..., progress=...)`` returning an object with ``embed(images) -> [N, D]``,
 #: ``description`` and ``stats()``
 REFERENCE_MODELS = Registry("reference model")
 
-ALIGN_EXTRA = "in your petal-peft clone: pip install -e '.[align]'"
-
 
 def dlib_model_files() -> tuple[str, str]:
     """(5-point landmark model, ResNet descriptor model) of the installed face-recognition-models package."""
-    try:
-        import dlib  # noqa: F401
-    except ImportError:
-        raise ImportError(
-            f"the dlib reference row needs dlib: {ALIGN_EXTRA} (dlib-bin, face-recognition-models)."
-        ) from None
+    from ..extras import MissingExtraError, install_hint, require
+
+    require("dlib", "align", "the dlib reference row")
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"the dlib reference row needs dlib's model files: {ALIGN_EXTRA}.")
+        raise MissingExtraError(
+            f"the dlib reference row needs dlib's model files from face-recognition-models ({install_hint('align')})."
+        )
     # read the folder directly: the package's own helpers import pkg_resources, gone from recent setuptools
     models = os.path.join(spec.submodule_search_locations[0], "models")
     files = (
@@ -48,7 +46,7 @@ def dlib_model_files() -> tuple[str, str]:
     )
     for path in files:
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"dlib model file {path} is missing; reinstall: {ALIGN_EXTRA}.")
+            raise FileNotFoundError(f"dlib model file {path} is missing; reinstall ({install_hint('align')}).")
     return files
 
 

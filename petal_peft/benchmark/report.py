@@ -6,7 +6,6 @@ and their terms).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..files import write_file_atomic, write_json_atomic
 from .sources.synthetic import SYNTHETIC_NOTE
 
 __all__ = ["data_tag", "format_table", "plot_cmc", "plot_forgetting", "write_json", "write_outputs"]
@@ -36,8 +36,6 @@ def finite(obj: Any) -> Any:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write through a temporary sibling, then rename; the file gets the umask's mode."""
-    from ..files import write_file_atomic
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_file_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
@@ -45,7 +43,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return write_text_atomic(path, json.dumps(finite(obj), indent=2, allow_nan=False) + "\n")
+    """Strict JSON (NaN and infinities written as null), atomically."""
+    return write_json_atomic(path, finite(obj))
 
 
 def data_tag(results: dict[str, Any]) -> str:
@@ -125,9 +124,7 @@ def _pyplot():
 
 
 def _save(fig: Any, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    write_file_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
     return path
 
 

@@ -57,7 +57,7 @@ def calibrate_gate(data: BenchmarkData, ps: dict[str, Any]) -> dict[str, Any]:
 
 def write_adapt_folder(data: BenchmarkData, root: Path) -> Path:
     """``root/adapt-train/<identity>/<n>.png``: the sharp adaptation images (the trainer degrades them)."""
-    from ..training.atomic import atomic_directory
+    from ..files import atomic_directory
 
     folder = root / "adapt-train"
     with atomic_directory(folder) as tmp:

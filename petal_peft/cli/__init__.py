@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS: tuple[str, ...] = ("train", "eval", "convert")
+COMMANDS: tuple[str, ...] = ("train", "eval", "convert", "export", "embed")
 
 
 class CliError(Exception):
@@ -23,7 +23,9 @@ class CliError(Exception):
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "bad input" (a path, a file, a flag value), not a bug in petal-peft."""
-    errors: list[type[BaseException]] = [CliError, ValueError, TypeError, KeyError, OSError]
+    from petal_peft.extras import MissingExtraError
+
+    errors: list[type[BaseException]] = [CliError, ValueError, TypeError, KeyError, OSError, MissingExtraError]
     try:
         from safetensors import SafetensorError
 

@@ -236,7 +236,7 @@ def staged_directory(final: str | os.PathLike, overwrite: bool = False) -> Itera
     staging.mkdir()
     try:
         yield staging
-        from ..training.atomic import publish_directory
+        from ..files import publish_directory
 
         publish_directory(staging, final)
     except BaseException:

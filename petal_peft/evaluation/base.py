@@ -15,12 +15,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from petal_peft.extras import install_hint
 from petal_peft.registry import Registry
 
 from .extractor import Embedder
 from .images import ImageTransform
 
-_NO_MATPLOTLIB = "matplotlib is not installed; no plots written (in your petal-peft clone: pip install -e '.[plots]')."
+_NO_MATPLOTLIB = f"matplotlib is not installed; no plots written ({install_hint('plots')})."
 
 logger = logging.getLogger(__name__)
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from petal_peft.files import write_file_atomic
+
 
 def _pyplot():
     import matplotlib
@@ -18,11 +20,8 @@ def _pyplot():
 
 
 def _save(fig, path: str | os.PathLike) -> str:
-    path = os.fspath(path)
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    write_file_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    return os.fspath(path)
 
 
 def log_spaced_roc(fpr: np.ndarray, tpr: np.ndarray, num: int = 400) -> tuple[np.ndarray, np.ndarray]:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..files import write_file_atomic
+from .. import files
 
 #: Readable dataset names for the model card, by benchmark / dataset key.
 PRETTY_DATASET_NAMES = {
@@ -48,13 +46,8 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> str:
-    """Write ``obj`` as indented JSON through a temporary file in the same folder, then rename."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
-    write_file_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    return path
+    """Write ``obj`` (numpy values made JSON-able) as indented JSON, atomically."""
+    return os.fspath(files.write_json_atomic(path, to_jsonable(obj)))
 
 
 def _metric_type(name: str) -> str:

@@ -13,14 +13,13 @@ import io
 import os
 import pickle
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..files import apply_umask
+from ..files import write_file_atomic
 
 MODEL_FILE = Path(__file__).with_name("brisque_live_svr.safetensors")
 NUM_FEATURES = 36
@@ -100,16 +99,7 @@ def convert(svm_txt: str | os.PathLike, normalize_pickle: str | os.PathLike, out
         "source": "PyPI brisque 0.2.0: brisque/models/svm.txt + normalize.pickle (LIVE IQA database SVR)",
         "license": "Apache-2.0",
     }
-    out = Path(out)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        apply_umask(tmp)  # mkstemp creates 0600
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_file_atomic(out, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_svr(path: str | os.PathLike = MODEL_FILE) -> SvrModel:

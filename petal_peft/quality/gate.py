@@ -56,7 +56,8 @@ class QualityGate(torch.nn.Module):
             scores = torch.as_tensor(scores, dtype=torch.float32)
         if scores.dim() != 1:
             raise ValueError(f"quality scores must have shape [B], got {tuple(scores.shape)}.")
-        if scores.numel() and not torch.isfinite(scores).all():
+        # a value check reads the data, which torch.export / torch.compile cannot trace: eager mode only
+        if not torch.compiler.is_compiling() and scores.numel() and not torch.isfinite(scores).all():
             raise ValueError("quality scores contain NaN or infinite values.")
         return self._map(scores.to(torch.float32))
 

@@ -80,8 +80,13 @@ class PixelDecoder(torch.nn.Module):
         if pixel_values.dtype == torch.bool or pixel_values.is_complex():
             raise TypeError(f"`pixel_values` must be uint8 or floating point, got {pixel_values.dtype}.")
         if pixel_values.is_floating_point():
-            # one cheap reduction first (NaN/inf propagate into the sum); the exact check only if it is not finite
-            if not torch.isfinite(pixel_values.sum()) and not torch.isfinite(pixel_values).all():
+            # one cheap reduction first (NaN/inf propagate into the sum); the exact check only if it is not finite.
+            # A value check reads the data, which torch.export / torch.compile cannot trace: eager mode only.
+            if (
+                not torch.compiler.is_compiling()
+                and not torch.isfinite(pixel_values.sum())
+                and not torch.isfinite(pixel_values).all()
+            ):
                 raise ValueError("`pixel_values` contains NaN or infinite values.")
         elif pixel_values.dtype != torch.uint8:
             raise TypeError(

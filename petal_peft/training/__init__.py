@@ -4,7 +4,7 @@
 fields into command-line flags (``examples/train_tinyface.py``). See docs/training.md.
 """
 
-from .atomic import atomic_directory, publish_directory, recover_directory
+from ..files import atomic_directory, publish_directory, recover_directory
 from .checkpointing import CheckpointManager, TrainingProgress
 from .config import FaceAdapterTrainingConfig, parse_args
 from .data import EpochShuffleSampler, build_train_dataloader, build_train_dataset

@@ -19,6 +19,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..files import write_json_atomic
+
 __all__ = [
     "CheckpointError",
     "DamagedCheckpointError",
@@ -186,7 +188,7 @@ def load_state_file(path: str | os.PathLike) -> Any:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json_atomic(path, obj, sort_keys=True)
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .atomic import publish_directory, recover_directory
+from ..files import publish_directory, recover_directory
 from .checkpoint_format import (
     CheckpointError,
     DamagedCheckpointError,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .atomic import atomic_directory
+from ..files import atomic_directory
 
 __all__ = ["EmbeddedData", "prepare_embedded_data"]
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .atomic import atomic_directory
+from ..files import atomic_directory
 from .checkpointing import CheckpointManager, LoadedCheckpoint, TrainingProgress, TrainingState
 from .config import FaceAdapterTrainingConfig
 from .data import build_train_dataloader, build_train_dataset

@@ -35,7 +35,7 @@ QUALITY_GATED_LORA = _add_peft_type_member()
 
 from .config import QualityGatedLoraConfig  # noqa: E402
 from .layer import QualityGatedLinear  # noqa: E402
-from .loading import check_adapter_folder, load_quality_gated_adapter  # noqa: E402
+from .loading import AdapterMismatchError, check_adapter_folder, load_quality_gated_adapter  # noqa: E402
 from .model import QualityGatedLoraModel  # noqa: E402
 from .proxy import check_proxy_encoders, export_proxy_encoders  # noqa: E402
 from .quality_state import QualityState, validate_quality  # noqa: E402
@@ -60,6 +60,7 @@ def _register_with_peft() -> None:
 _register_with_peft()
 
 __all__ = [
+    "AdapterMismatchError",
     "DEFAULT_TARGET_MODULES",
     "QUALITY_GATED_LORA",
     "QualityGatedLinear",

@@ -17,11 +17,37 @@ from torch import nn
 
 from . import PEFT_TYPE_NAME
 
-__all__ = ["ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME", "check_adapter_folder", "load_quality_gated_adapter"]
+__all__ = [
+    "ADAPTER_CONFIG_NAME",
+    "ADAPTER_WEIGHTS_NAME",
+    "AdapterMismatchError",
+    "check_adapter_folder",
+    "describe_model",
+    "load_quality_gated_adapter",
+]
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 _PICKLED_WEIGHTS = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth")
+
+
+class AdapterMismatchError(ValueError):
+    """The adapter was trained on a different base model (architecture, width, depth or targets)."""
+
+
+def describe_model(model: nn.Module) -> str:
+    """``ViTModel (vit, hidden_size=128, layers=4)``: enough to tell two base models apart in an error."""
+    config = getattr(model, "config", None)
+    parts = [getattr(config, "model_type", None)]
+    for key in ("hidden_size", "embed_dim"):
+        if getattr(config, key, None) is not None:
+            parts.append(f"{key}={getattr(config, key)}")
+            break
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "depths", None)
+    if layers is not None:
+        parts.append(f"layers={layers}")
+    details = ", ".join(str(p) for p in parts if p is not None)
+    return type(model).__name__ + (f" ({details})" if details else "")
 
 
 def _looks_local(spec: str) -> bool:
@@ -80,13 +106,25 @@ def check_adapter_folder(path: str | os.PathLike) -> dict[str, Any] | None:
 
 def load_quality_gated_adapter(base_model: nn.Module, path: str | os.PathLike, **kwargs: Any) -> nn.Module:
     """``PeftModel.from_pretrained(base_model, path)`` for a quality-gated adapter, with the folder checked
-    first and any failure reported as one ValueError naming the folder."""
+    first; an adapter made for another base model raises :class:`AdapterMismatchError`, any other failure one
+    ValueError, each naming the folder."""
     from peft import PeftModel
     from safetensors import SafetensorError
 
-    check_adapter_folder(path)
+    config = check_adapter_folder(path)
+    spec = os.fspath(path)
+    trained_on = ((config or {}).get("auto_mapping") or {}).get("base_model_class")
+    if trained_on and trained_on != type(base_model).__name__:
+        raise AdapterMismatchError(
+            f"adapter {spec} was trained on a {trained_on}, but the base model is a {describe_model(base_model)}; "
+            "pass the base model the adapter was trained on."
+        )
     try:
-        return PeftModel.from_pretrained(base_model, os.fspath(path), **kwargs)
+        return PeftModel.from_pretrained(base_model, spec, **kwargs)
     except (ValueError, KeyError, TypeError, RuntimeError, SafetensorError, OSError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        raise ValueError(f"cannot load the adapter {os.fspath(path)}: {message}") from err
+        if "do not match this model" in str(message) or "other layer sizes" in str(message):
+            raise AdapterMismatchError(
+                f"adapter {spec} does not fit the base model {describe_model(base_model)}: {message}"
+            ) from err
+        raise ValueError(f"cannot load the adapter {spec}: {message}") from err

@@ -367,9 +367,18 @@ class QualityGatedLoraModel(LoraModel):
         for key, tensor in remapped.items():
             target = by_name[key.removeprefix(_PEFT_PREFIX)]
             if tuple(tensor.shape) != tuple(target.shape):
+                # lora_A is [r, in], lora_B [out, r]: a differing rank axis means the config's r does not fit
+                # these weights; a differing other axis means a base model with other layer sizes.
+                rank_axis = 0 if ".lora_A" in key else 1
+                rank_differs = tensor.dim() == 2 and tensor.shape[rank_axis] != target.shape[rank_axis]
+                cause = (
+                    "the adapter config was edited, or belongs to other weights"
+                    if rank_differs
+                    else "the adapter was trained on a base model with other layer sizes"
+                )
                 raise ValueError(
                     f"The adapter weight {key.removeprefix(_PEFT_PREFIX)!r} has shape {tuple(tensor.shape)} in the "
-                    f"file, but the adapter config (r={config.r}) makes it {tuple(target.shape)} in the model: the "
-                    "config was edited, or belongs to other weights."
+                    f"file, but the adapter config (r={config.r}) makes it {tuple(target.shape)} in the model: "
+                    f"{cause}."
                 )
         return remapped

@@ -1,0 +1,271 @@
+"""``petal-peft embed`` / ``search`` / ``verify``: an adapted face model on folders of images.
+
+``petal-peft embed --model BASE [--adapter DIR | --proxy-encoders DIR] --images DIR --out FILE``
+``petal-peft search --gallery FILE (--probes FILE | --images DIR --model ...) [--top-k 5]``
+``petal-peft verify --report REPORT.json (IMAGE_A IMAGE_B | --pairs LIST) (--model ... | --embeddings FILE)``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_encoder_arguments(p: argparse.ArgumentParser, model_required: bool) -> None:
+    from petal_peft.inference.encoders import ENCODERS
+
+    g = p.add_argument_group("model (how images are embedded)")
+    g.add_argument(
+        "--model",
+        required=model_required,
+        help="base model: local folder or Hub id (its preprocessor config gives the normalisation)",
+    )
+    g.add_argument("--adapter", help="folder of a quality-gated adapter trained on --model")
+    g.add_argument(
+        "--proxy-encoders", help="folder written by petal-peft export proxy (gallery_encoder/, probe_encoder/)"
+    )
+    g.add_argument(
+        "--encoder",
+        choices=ENCODERS,
+        help="gate: the adapter with each image's estimated quality (default with --adapter); gallery / probe: the "
+        "adapter merged at q=1 / q=0 (needed with --proxy-encoders); plain: the base alone (default otherwise)",
+    )
+    g.add_argument("--quality-estimator", help="registered quality estimator (overrides or adds to the adapter's)")
+    g.add_argument("--quality-estimator-kwargs", type=json.loads, default={}, help="JSON dict for the estimator")
+    g.add_argument("--no-flip", action="store_true", help="no flip test (embed the image only, not its mirror)")
+    g.add_argument("--align", action="store_true", help="detect and align faces first (needs the align extra)")
+    g.add_argument("--image-size", type=int, help="input size (default: the model config's image_size)")
+    g.add_argument("--image-mean", type=float, nargs="+", help="normalisation mean (1 or 3 values)")
+    g.add_argument("--image-std", type=float, nargs="+", help="normalisation std (1 or 3 values)")
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for image decoding")
+    g.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    g.add_argument("--no-progress", action="store_true")
+
+
+def _encoder(args: argparse.Namespace):
+    from petal_peft.inference import build_face_encoder
+    from petal_peft.inference.align import require_aligner
+
+    if args.align:
+        require_aligner()
+
+    return build_face_encoder(
+        args.model,
+        adapter=args.adapter,
+        proxy_encoders=args.proxy_encoders,
+        encoder=args.encoder,
+        quality_estimator=args.quality_estimator,
+        quality_estimator_kwargs=args.quality_estimator_kwargs,
+        flip=not args.no_flip,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        image_size=args.image_size,
+        image_mean=args.image_mean,
+        image_std=args.image_std,
+    )
+
+
+def _need_model(args: argparse.Namespace, why: str) -> None:
+    from petal_peft.cli import CliError
+
+    if not args.model:
+        raise CliError(f"{why} needs --model (and --adapter or --proxy-encoders) to embed the images.")
+
+
+# ------------------------------------------------------------------------------------------------ embed
+def run_embed(args: argparse.Namespace) -> int:
+    from petal_peft.inference import embed_folder, index_paths
+
+    index = embed_folder(
+        args.images,
+        args.out,
+        _encoder(args),
+        align=args.align,
+        chunk_size=args.chunk_size,
+        num_workers=args.num_workers,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+        restart=args.restart,
+    )
+    tensors, document = index_paths(args.out)
+    quality = ", ".join(sorted(index.quality)) or "no quality estimator"
+    print(
+        f"{len(index)} images of {len(index.identity_names)} identities, {index.dim}-d embeddings "
+        f"({index.info['encoder']}; {quality})"
+    )
+    print(f"embeddings: {tensors}\nindex: {document}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ search
+def run_search(args: argparse.Namespace) -> int:
+    from petal_peft.cli import CliError
+    from petal_peft.files import write_json_atomic
+    from petal_peft.inference import EmbeddingIndex, embed_images, search
+
+    if (args.probes is None) == (args.images is None):
+        raise CliError("give the probes either embedded (--probes FILE) or as images (--images DIR with --model).")
+    gallery = EmbeddingIndex.load(args.gallery)
+    if args.probes is not None:
+        probes = EmbeddingIndex.load(args.probes)
+    else:
+        _need_model(args, "--images")
+        if args.encoder is None and args.proxy_encoders is not None:
+            args.encoder = "probe"  # probes are the low-quality side
+        probes = embed_images(
+            args.images, _encoder(args), align=args.align, num_workers=args.num_workers, progress=not args.no_progress
+        )
+    result = search(gallery, probes, top_k=args.top_k)
+    if args.out:
+        write_json_atomic(args.out, result.to_json())
+    if not args.out or args.print_all:
+        for r in result.results:
+            cells = "\t".join(f"{m.identity} ({m.score:.3f})" for m in r.matches)
+            print(f"{r.probe_file}\t{cells}")
+    rates = result.rates()
+    summary = (
+        f"{len(result.results)} probes against {len(gallery)} gallery images of "
+        f"{len(gallery.identity_names)} identities"
+    )
+    if rates:
+        summary += f"; {result.num_mated} probes have their identity in the gallery: " + ", ".join(
+            f"{k} {v:.1f}%" for k, v in rates.items()
+        )
+    print(summary, file=sys.stderr if not args.out else sys.stdout)
+    if args.out:
+        print(f"results: {args.out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ verify
+def run_verify(args: argparse.Namespace) -> int:
+    import os
+
+    import numpy as np
+    import torch
+
+    from petal_peft.cli import CliError
+    from petal_peft.files import write_json_atomic
+    from petal_peft.inference import (
+        check_threshold_applies,
+        embed_paths,
+        pair_distances,
+        read_pairs,
+        threshold_from_report,
+    )
+
+    if bool(args.images) == bool(args.pairs):
+        raise CliError("give two images (IMAGE_A IMAGE_B) or a pair list (--pairs FILE), not both.")
+    if args.images and len(args.images) != 2:
+        raise CliError(f"give exactly two images to compare, got {len(args.images)}.")
+    if args.embeddings and args.model:
+        raise CliError("give either --embeddings (already embedded) or --model (embed now), not both.")
+    if (args.report is None) == (args.threshold is None):
+        raise CliError("give the threshold's source: --report REPORT.json (from petal-peft eval), or --threshold.")
+    pairs, labels = ([(args.images[0], args.images[1])], None) if args.images else read_pairs(args.pairs)
+
+    if args.embeddings:
+        from petal_peft.inference import EmbeddingIndex
+
+        index = EmbeddingIndex.load(args.embeddings)
+        info = index.info
+        rows_a = [index.row_of(a) for a, _ in pairs]
+        rows_b = [index.row_of(b) for _, b in pairs]
+        emb_a, emb_b = index.embeddings[rows_a], index.embeddings[rows_b]
+    else:
+        _need_model(args, "verify")
+        base = os.path.dirname(os.path.abspath(args.pairs)) if args.pairs else os.getcwd()
+        pairs_abs = [tuple(p if os.path.isabs(p) else os.path.join(base, p) for p in pair) for pair in pairs]
+        paths = sorted({p for pair in pairs_abs for p in pair})
+        if args.encoder is None and args.proxy_encoders is not None:
+            args.encoder = "gallery"  # eval's default pair role; checked against the report below
+        encoder = _encoder(args)
+        info = encoder.info
+        embedded = embed_paths(paths, encoder, align=args.align, progress=not args.no_progress)["embeddings"]
+        row = {p: i for i, p in enumerate(paths)}
+        emb_a = embedded[[row[a] for a, _ in pairs_abs]]
+        emb_b = embedded[[row[b] for _, b in pairs_abs]]
+
+    if args.report:
+        threshold = threshold_from_report(args.report, mode=args.report_mode, encoder=info.get("encoder"))
+        check_threshold_applies(threshold, info)
+        value, source = threshold.value, threshold.describe()
+    else:
+        value, source = float(args.threshold), "threshold given on the command line (squared L2)"
+        if not 0 < value <= 4:
+            raise CliError(f"--threshold is a squared L2 distance between unit embeddings, in (0, 4]; got {value}.")
+    distances = pair_distances(torch.as_tensor(emb_a), torch.as_tensor(emb_b))
+    same = distances < value
+    print(source)
+    for (a, b), d, s in zip(pairs, distances, same):
+        print(f"{'same' if s else 'different'}\t{d:.4f}\t{a}\t{b}")
+    result: dict = {
+        "threshold": value,
+        "threshold_source": source,
+        "rule": "same when the squared L2 distance of the unit embeddings is below the threshold",
+        "pairs": [
+            {"a": a, "b": b, "distance": float(d), "same": bool(s)} for (a, b), d, s in zip(pairs, distances, same)
+        ],
+    }
+    if labels is not None:
+        truth = np.asarray(labels, dtype=bool)
+        accuracy = 100.0 * float((same == truth).mean())
+        result["accuracy_percent"] = accuracy
+        print(f"accuracy {accuracy:.2f}% over {len(pairs)} labelled pairs")
+    if args.out:
+        write_json_atomic(args.out, result)
+        print(f"decisions: {args.out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ register
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    embed = subparsers.add_parser(
+        "embed",
+        help="embed every face image below a folder (safetensors + JSON index)",
+        description="Flip-fused, L2-normalised embeddings of every image below --images, with identities from "
+        "folder names, quality scores and gate values; resumes an interrupted run with the same settings.",
+    )
+    embed.add_argument("--images", required=True, help="folder of images (identity = top folder below it)")
+    embed.add_argument("--out", required=True, help="output X.safetensors (X.json is written next to it)")
+    add_encoder_arguments(embed, model_required=True)
+    embed.add_argument("--chunk-size", type=int, default=1024, help="images per saved chunk (the unit of resuming)")
+    embed.add_argument("--overwrite", action="store_true", help="replace an existing finished index")
+    embed.add_argument("--restart", action="store_true", help="discard an interrupted run made with other settings")
+    embed.set_defaults(func=run_embed)
+
+    search = subparsers.add_parser(
+        "search",
+        help="top-k gallery identities for probe images",
+        description="Rank the identities of an embedded gallery for each probe by cosine similarity of their best "
+        "gallery image. Probes: an embedded index (--probes) or a folder embedded now (--images with --model).",
+    )
+    search.add_argument("--gallery", required=True, help="gallery index written by petal-peft embed")
+    search.add_argument("--probes", help="probe index written by petal-peft embed")
+    search.add_argument("--images", help="folder of probe images to embed now (needs --model)")
+    search.add_argument("--top-k", type=int, default=5)
+    search.add_argument("--out", help="write all results as JSON here")
+    search.add_argument("--print-all", action="store_true", help="print every probe's matches even with --out")
+    add_encoder_arguments(search, model_required=False)
+    search.set_defaults(func=run_search)
+
+    verify = subparsers.add_parser(
+        "verify",
+        help="same / different person, with the threshold of an evaluation report",
+        description="Decide whether image pairs show the same person: squared L2 distance of the unit embeddings "
+        "below the threshold that petal-peft eval --benchmark verification measured (results.<mode>.threshold).",
+    )
+    verify.add_argument("images", nargs="*", metavar="IMAGE", help="two images to compare")
+    verify.add_argument("--pairs", help="pair list: '<image_a> <image_b> [label]' per line")
+    verify.add_argument("--embeddings", help="index written by petal-peft embed holding the pairs' images")
+    verify.add_argument("--report", help="JSON report of petal-peft eval --benchmark verification")
+    verify.add_argument("--report-mode", choices=("plain", "gate", "proxy"), help="which mode's threshold to use")
+    verify.add_argument("--threshold", type=float, help="squared L2 threshold instead of a report")
+    verify.add_argument("--out", help="write the decisions as JSON here")
+    add_encoder_arguments(verify, model_required=False)
+    verify.set_defaults(func=run_verify)
+    return embed

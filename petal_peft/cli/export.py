@@ -1,0 +1,107 @@
+"""``petal-peft export``: ship an adapted model.
+
+``petal-peft export onnx --model BASE --adapter ADAPTER --out DIR`` writes the proxy encoders and the gated model
+as ONNX (checked against PyTorch with onnxruntime) plus ``export_card.json``;
+``petal-peft export proxy --model BASE --adapter ADAPTER --out DIR`` writes the two proxy encoders as plain
+transformers checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _add_source_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="base model: local folder or Hub id (loaded with AutoModel)")
+    p.add_argument("--adapter", required=True, help="folder of the quality-gated adapter trained on --model")
+    p.add_argument("--out", required=True, help="output folder (written whole or not at all; replaced if present)")
+
+
+def run_onnx(args: argparse.Namespace) -> int:
+    from petal_peft.cli import CliError
+    from petal_peft.export import MissingExtraError, export_onnx, load_export_card
+
+    try:
+        paths = export_onnx(
+            args.model,
+            args.adapter,
+            args.out,
+            parts=args.parts,
+            opset=args.opset,
+            image_size=args.image_size,
+            image_mean=args.image_mean,
+            image_std=args.image_std,
+            quality_estimator=args.quality_estimator,
+            quality_estimator_kwargs=args.quality_estimator_kwargs,
+            check=not args.no_check,
+            tolerance=args.tolerance,
+        )
+    except MissingExtraError as err:
+        raise CliError(str(err)) from err
+    card = load_export_card(args.out)
+    for part, entry in card["models"].items():
+        diff = entry.get("max_relative_difference_vs_torch")
+        checked = f"max relative difference vs PyTorch {max(diff.values()):.1e}" if diff else "not checked"
+        print(f"{paths[part]}  ({checked})")
+    for part, why in card.get("skipped", {}).items():
+        print(f"skipped {part}: {why}")
+    print(f"card: {paths['card']}")
+    return 0
+
+
+def run_proxy(args: argparse.Namespace) -> int:
+    from petal_peft import export_proxy_encoders
+    from petal_peft.export import load_adapter, load_base_model
+
+    peft_model = load_adapter(load_base_model(args.model), args.adapter)
+    paths = export_proxy_encoders(peft_model, args.out)
+    for path in paths.values():
+        print(path)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "export",
+        help="export an adapted model (ONNX, or merged proxy encoders)",
+        description="Export a quality-gated adapter for deployment.",
+    )
+    formats = parser.add_subparsers(dest="format", metavar="FORMAT", required=True)
+
+    onnx = formats.add_parser(
+        "onnx",
+        help="gallery/probe proxy encoders and the gated model as ONNX, checked with onnxruntime",
+        description="Writes gallery_encoder.onnx and probe_encoder.onnx (adapter merged at q=1 / q=0), gated.onnx "
+        "(inputs pixel_values and quality) and, when the adapter has a quality estimator that exports, "
+        "gated_estimator.onnx (estimator and gate inside), with a dynamic batch, plus export_card.json. Needs "
+        "the onnx extra (pip install -e '.[onnx]' in the petal-peft clone).",
+    )
+    _add_source_arguments(onnx)
+    from petal_peft.export.onnx import DEFAULT_OPSET, PARTS
+    from petal_peft.export.parity import DEFAULT_TOLERANCE
+
+    onnx.add_argument("--parts", nargs="+", choices=PARTS, help="which graphs to export (default: all that apply)")
+    onnx.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ai.onnx opset (default {DEFAULT_OPSET})")
+    onnx.add_argument("--image-size", type=int, help="input size (default: the model config's image_size)")
+    onnx.add_argument("--image-mean", type=float, nargs="+", help="normalisation mean recorded in the card")
+    onnx.add_argument("--image-std", type=float, nargs="+", help="normalisation std recorded in the card")
+    onnx.add_argument("--quality-estimator", help="registered estimator for gated_estimator (overrides the adapter's)")
+    onnx.add_argument("--quality-estimator-kwargs", type=json.loads, default={}, help="JSON dict for the estimator")
+    onnx.add_argument("--no-check", action="store_true", help="skip the onnxruntime vs PyTorch parity check")
+    onnx.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help=f"largest max|onnx - torch| / max|torch| accepted (default {DEFAULT_TOLERANCE:g})",
+    )
+    onnx.set_defaults(func=run_onnx)
+
+    proxy = formats.add_parser(
+        "proxy",
+        help="the two proxy encoders as transformers checkpoints (loadable without petal-peft)",
+        description="Writes gallery_encoder/ (adapter merged at q=1) and probe_encoder/ (q=0).",
+    )
+    _add_source_arguments(proxy)
+    proxy.set_defaults(func=run_proxy)
+    return parser
