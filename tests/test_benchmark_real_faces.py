@@ -149,6 +149,27 @@ def test_preparation_is_pluggable_and_runs_once_per_image(faces):
         DATA_SOURCES.get("real_faces")(_settings(faces, prepare="test-wrong-size"), 16)
 
 
+def test_parallel_preparation_gives_the_same_images(faces):
+    pids = []
+
+    def factory(image_size):
+        def prepare(image):
+            pids.append(os.getpid())  # recorded in the process that prepares
+            return image.resize((image_size, image_size))
+
+        return prepare
+
+    IMAGE_PREPARATIONS.register("test-pid", factory, overwrite=True)
+    one = DATA_SOURCES.get("real_faces")(_settings(faces, prepare="test-pid", calibration_images=8), 16)
+    assert len(pids) == 24 + 11 + 33 and set(pids) == {os.getpid()}  # every distinct file once
+    two = DATA_SOURCES.get("real_faces")(_settings(faces, prepare="test-pid", calibration_images=8, num_threads=2), 16)
+    assert len(pids) == 68  # the second time in worker processes: nothing prepared here
+    for name in ("val", "eval"):
+        assert torch.equal(one.splits[name].sharp, two.splits[name].sharp)
+        assert torch.equal(one.splits[name].probes, two.splits[name].probes)
+    assert torch.equal(one.calib_low, two.calib_low)
+
+
 def test_bad_inputs_are_named(faces, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         plan_real_faces(_settings(tmp_path / "nowhere"))
@@ -362,3 +383,23 @@ def test_budget_estimate_is_consistent(faces, capsys):
     report = json.loads(capsys.readouterr().out)
     assert set(report["costs"]["step_s"]) == {"ours"} and report["costs"]["image_s"]["gate"] > 0
     assert report["images"] == {"val": 6 + 11, "eval": 18 + 33, "data": 24 + 17 + 51}
+
+
+HAS_ALIGN = importlib.util.find_spec("petal_peft.align") is not None and importlib.util.find_spec("dlib") is not None
+
+
+@pytest.mark.skipif(not HAS_ALIGN, reason="petal_peft.align or dlib (the [align] extra) is not installed")
+def test_arcface_preparation_gives_the_base_size(faces):
+    from petal_peft.benchmark import build_preparation
+
+    with Image.open(faces / "lfw" / "A_f0" / "A_f0_0001.jpg") as im:
+        out = build_preparation("arcface", 48)(im.convert("RGB"))  # no face in a coloured square: whole-image
+    assert out.size == (48, 48) and out.mode == "RGB"
+
+
+@pytest.mark.skipif(HAS_ALIGN, reason="petal_peft.align is installed")
+def test_arcface_preparation_names_what_is_missing():
+    from petal_peft.benchmark import build_preparation
+
+    with pytest.raises(ImportError, match="petal_peft.align"):
+        build_preparation("arcface", 48)

@@ -32,7 +32,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data import DATA_SOURCES, DISTRACTOR, BenchmarkData, EvalSplit, calibration_images, degrade_images, stack_images
-from ..prepare import ImagePreparation, build_preparation
+from ..prepare import build_preparation
 from ..settings import BenchmarkSettings
 
 __all__ = [
@@ -239,23 +239,54 @@ def plan_real_faces(s: BenchmarkSettings) -> RealFacePlan:
     return plan
 
 
-class _PreparedImages:
-    """Path -> prepared PIL image, each file read and prepared once."""
+_WORKER: dict[str, Any] = {}
 
-    def __init__(self, prepare: ImagePreparation, progress: bool) -> None:
-        self.prepare = prepare
-        self.progress = progress
+
+def _read(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except OSError as err:
+        raise OSError(f"cannot read face image {path}: {err}") from None
+
+
+def _init_worker(name: str, size: int) -> None:
+    _WORKER["prepare"] = build_preparation(name, size)
+
+
+def _prepare_chunk(paths: list[Path]) -> list[np.ndarray]:
+    return [np.asarray(_WORKER["prepare"](_read(p))) for p in paths]
+
+
+class _PreparedImages:
+    """Path -> prepared PIL image, each file read and prepared once (in ``workers`` processes when > 1)."""
+
+    def __init__(self, name: str, size: int, workers: int, progress: bool) -> None:
+        self.name, self.size, self.workers, self.progress = name, size, workers, progress
+        self.prepare = build_preparation(name, size)
         self.cache: dict[Path, Image.Image] = {}
 
-    def load(self, paths: Sequence[Path], desc: str) -> list[Image.Image]:
+    def load(self, paths: Sequence[Path], desc: str = "preparing face images") -> list[Image.Image]:
         todo = [p for p in dict.fromkeys(paths) if p not in self.cache]
-        for path in tqdm(todo, desc=desc, disable=not self.progress or not todo):
-            try:
-                with Image.open(path) as im:
-                    image = im.convert("RGB")
-            except OSError as err:
-                raise OSError(f"cannot read face image {path}: {err}") from None
-            self.cache[path] = self.prepare(image)
+        bar = tqdm(total=len(todo), desc=desc, disable=not self.progress or not todo)
+        if self.workers > 1 and len(todo) >= 64:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            fork = "fork" in multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if fork else None)
+            chunks = [todo[i : i + 32] for i in range(0, len(todo), 32)]
+            with ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=_init_worker, initargs=(self.name, self.size)
+            ) as pool:
+                for chunk, arrays in zip(chunks, pool.map(_prepare_chunk, chunks)):
+                    self.cache.update((p, Image.fromarray(a)) for p, a in zip(chunk, arrays))
+                    bar.update(len(chunk))
+        else:
+            for path in todo:
+                self.cache[path] = self.prepare(_read(path))
+                bar.update(1)
+        bar.close()
         return [self.cache[p] for p in paths]
 
 
@@ -276,8 +307,11 @@ def _split(plan: SplitPlan, images: _PreparedImages, size: int, probe_sizes: tup
 def real_faces_source(s: BenchmarkSettings, image_size: int) -> BenchmarkData:
     """LFW folds (+ extra sets) as disjoint groups, prepared at ``image_size`` (see the module docstring)."""
     plan = plan_real_faces(s)
-    images = _PreparedImages(build_preparation(s.prepare, image_size), s.progress)
-    adapt = {name: images.load(paths, "adaptation images") for name, paths in plan.adapt.items()}
+    images = _PreparedImages(s.prepare, image_size, s.num_threads, s.progress)
+    every = [p for paths in plan.adapt.values() for p in paths]
+    every += [p for split in plan.splits.values() for p in split.sharp + split.probes]
+    images.load(every)  # each distinct file once, in parallel where allowed
+    adapt = {name: images.load(paths) for name, paths in plan.adapt.items()}
     calib_sharp, calib_low = calibration_images(
         adapt, s.calibration_images, s.capture_sizes("train", image_size), image_size
     )
