@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="embed each image and its mirror, fused (default: off, to fit the budget)",
     )
     run.add_argument("--keep-work", action="store_true", help="keep <out>/work (prepared adaptation images)")
+    run.add_argument(
+        "--resume", action="store_true", help="reuse the rows an interrupted run of the same settings finished"
+    )
     run.add_argument("--no-progress", action="store_true")
     split = sub.add_parser("split", help="print the identity groups and split sizes (reads no pixels)")
     _add_data_flags(split)

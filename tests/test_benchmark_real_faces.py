@@ -6,6 +6,7 @@ only read by the tests marked skipif, which check the real split sizes the docs 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -269,6 +270,22 @@ def test_saved_models_reload_and_metrics_sit_next_to_them(run, faces):
     # the prepared face images lived in <out>/work only while training
     images = [p for p in out.rglob("*") if p.suffix in (".jpg", ".png") and p.parent.name != "report"]
     assert not (out / "work").exists() and not images
+
+
+def test_resume_reads_finished_rows_back(run, faces):
+    results, _, out = run
+    s = _settings(faces, out, base="random", seeds=(0, 1), steps=2, batch_size=8, calibration_images=16, resume=True)
+    methods = [MethodSpec("pretrained", None), MethodSpec("lora", "lora")]
+    again = run_benchmark(s, methods)
+    assert all(r.get("resumed") for r in again["runs"])
+    for key in ("pretrained/plain", "lora/plain"):
+        assert again["rows"][key]["eval/rank-1"] == results["rows"][key]["eval/rank-1"]
+    changed = run_benchmark(dataclasses.replace(s, steps=3, seeds=(1,)), [MethodSpec("lora", "lora")])
+    assert not any(r.get("resumed") for r in changed["runs"])  # other settings: trained again
+    assert (
+        json.loads((out / "lora" / "seed1" / "metrics.json").read_text())["fingerprint"]
+        != again["runs"][-1]["fingerprint"]
+    )
 
 
 def test_report_is_labelled_real_faces(run):

@@ -14,8 +14,10 @@ Layout of ``<out>``:
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +76,93 @@ def _evaluate_all(embedders: dict[str, Any], data: BenchmarkData, splits: tuple[
     return {mode: {name: evaluate_split(fn, data.splits[name]) for name in splits} for mode, fn in embedders.items()}
 
 
-def run_benchmark(s: BenchmarkSettings, methods: list[MethodSpec] | None = None) -> dict[str, Any]:
-    """Run every row for every seed; the results dict is also written to ``<out>/results.json``."""
+def _spec_record(spec: MethodSpec) -> dict[str, Any]:
+    return {k: v for k, v in asdict(spec).items() if k != "description"}
+
+
+def _base_identity(base_model: str | None, name: str) -> str:
+    """What identifies the base: its name, and for a folder its config and weight file sizes."""
+    if base_model is None or not Path(base_model).is_dir():
+        return name
+    folder = Path(base_model)
+    config = (folder / "config.json").read_text(encoding="utf-8") if (folder / "config.json").is_file() else ""
+    sizes = sorted((p.name, p.stat().st_size) for p in folder.glob("*.safetensors"))
+    return json.dumps([name, config, sizes])
+
+
+def _saved_rows(folder: Path, fingerprint: str) -> list[dict[str, Any]] | None:
+    """The rows of a finished (row, seed) from its metrics.json, if it was run with the same settings."""
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if saved.get("fingerprint") != fingerprint:
+        return None
+    info = {k: v for k, v in saved.items() if k not in ("modes", "description")}
+    return [dict(info, mode=mode, resumed=True, **metrics) for mode, metrics in saved["modes"].items()]
+
+
+def _run_row(
+    spec: MethodSpec,
+    seed: int,
+    splits: tuple[str, ...],
+    folder: Path,
+    fingerprint: str,
+    *,
+    s: BenchmarkSettings,
+    out: Path,
+    work: Path,
+    base: torch.nn.Module,
+    base_model: str | None,
+    ps: dict[str, Any],
+    data: BenchmarkData,
+    gate: dict[str, Any],
+    train_dir: Path,
+    image_size: int,
+    all_linear: list[str],
+) -> list[dict[str, Any]]:
+    """Train (if the row is trained), save, evaluate one (row, seed); write its metrics.json."""
     from ..training import train
     from .reference import REFERENCE_MODELS
 
+    info: dict[str, Any] = {"method": spec.name, "seed": seed, "fingerprint": fingerprint}
+    reference = None
+    if spec.reference is not None:
+        reference = REFERENCE_MODELS.build(spec.reference, num_workers=s.num_threads, progress=s.progress)
+        embedders = {"plain": reference_embedder(reference)}
+        info.update(trainable_parameters=0, file_bytes=0, train_s=0.0)
+    elif not spec.trained:
+        embedders = {m: model_embedder(base, m, ps, s.eval_batch_size, s.flip_test) for m in spec.eval_modes}
+        info.update(trainable_parameters=0, file_bytes=0, train_s=0.0)
+    else:
+        run_dir = work / "runs" / f"{spec.name}-s{seed}"
+        config = train_config(spec, s, seed, base_model, train_dir, run_dir, gate, image_size, all_linear)
+        result = train(config)
+        publish_run_folder(result.adapter_dir, folder)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        model = load_trained(spec.finetune_method, base_model, folder)
+        embedders = {m: model_embedder(model, m, ps, s.eval_batch_size, s.flip_test) for m in spec.eval_modes}
+        info.update(
+            trainable_parameters=result.trainable_parameters,
+            file_bytes=weights_file_size(folder),
+            train_s=result.runtime_s,
+            final_loss=result.final_loss,
+        )
+    t_eval = time.perf_counter()
+    metrics = _evaluate_all(embedders, data, splits)
+    info["eval_s"] = time.perf_counter() - t_eval
+    if reference is not None:
+        info["reference_stats"] = reference.stats()
+    write_json(folder / "metrics.json", {**info, "description": spec.description, "modes": metrics})
+    return [dict(info, mode=mode, **metrics[mode]) for mode in metrics]
+
+
+def run_benchmark(s: BenchmarkSettings, methods: list[MethodSpec] | None = None) -> dict[str, Any]:
+    """Run every row for every seed; the results dict is also written to ``<out>/results.json``.
+
+    With ``s.resume``, a (row, seed) whose ``metrics.json`` was written with the same settings, row and base is
+    read back instead of run again (an interrupted run continues where it stopped).
+    """
     torch.set_num_threads(s.num_threads)
     if not s.progress:
         from transformers.utils import logging as hf_logging
@@ -104,44 +188,21 @@ def run_benchmark(s: BenchmarkSettings, methods: list[MethodSpec] | None = None)
     runs: list[dict[str, Any]] = []
     jobs = [(spec, seed) for spec in methods for seed in (s.seeds if spec.trained else s.seeds[:1])]
     bar = tqdm(jobs, desc="benchmark", disable=not s.progress)
+    base_id = _base_identity(base_model, s.base)
+    context = dict(s=s, out=out, work=work, base=base, base_model=base_model, ps=ps, data=data, gate=gate)
+    context.update(train_dir=train_dir, image_size=image_size, all_linear=all_linear)
     try:
         for spec, seed in bar:
             bar.set_postfix(method=spec.name, seed=seed)
-            info: dict[str, Any] = {"method": spec.name, "seed": seed}
             splits: tuple[str, ...] = ("val", "eval")
-            if s.validation_rows == "variants" and not spec.is_variant:
+            if spec.reference is not None or (s.validation_rows == "variants" and not spec.is_variant):
                 splits = ("eval",)  # only the candidates for the best variant need the validation group
-            if spec.reference is not None:
-                reference = REFERENCE_MODELS.build(spec.reference, num_workers=s.num_threads, progress=s.progress)
-                embedders = {"plain": reference_embedder(reference)}
-                splits = ("eval",)  # never a candidate variant
-                info.update(trainable_parameters=0, file_bytes=0, train_s=0.0)
-                folder = out / spec.name
-            elif not spec.trained:
-                embedders = {m: model_embedder(base, m, ps, s.eval_batch_size, s.flip_test) for m in spec.eval_modes}
-                info.update(trainable_parameters=0, file_bytes=0, train_s=0.0)
-                folder = out / spec.name
-            else:
-                run_dir = work / "runs" / f"{spec.name}-s{seed}"
-                config = train_config(spec, s, seed, base_model, train_dir, run_dir, gate, image_size, all_linear)
-                result = train(config)
-                folder = publish_run_folder(result.adapter_dir, out / spec.name / f"seed{seed}")
-                shutil.rmtree(run_dir, ignore_errors=True)
-                model = load_trained(spec.finetune_method, base_model, folder)
-                embedders = {m: model_embedder(model, m, ps, s.eval_batch_size, s.flip_test) for m in spec.eval_modes}
-                info.update(
-                    trainable_parameters=result.trainable_parameters,
-                    file_bytes=weights_file_size(folder),
-                    train_s=result.runtime_s,
-                    final_loss=result.final_loss,
-                )
-            t_eval = time.perf_counter()
-            metrics = _evaluate_all(embedders, data, splits)
-            info["eval_s"] = time.perf_counter() - t_eval
-            if spec.reference is not None:
-                info["reference_stats"] = reference.stats()
-            rows = [dict(info, mode=mode, **metrics[mode]) for mode in metrics]
-            write_json(folder / "metrics.json", {**info, "description": spec.description, "modes": metrics})
+            folder = out / spec.name / f"seed{seed}" if spec.trained else out / spec.name
+            row = _spec_record(spec)
+            fingerprint = s.fingerprint(row=row, splits=list(splits), base=base_id, seed=seed if spec.trained else None)
+            rows = _saved_rows(folder, fingerprint) if s.resume else None
+            if rows is None:
+                rows = _run_row(spec, seed, splits, folder, fingerprint, **context)
             runs += rows
             if not spec.trained:  # deterministic: the same numbers for every seed
                 runs += [dict(r, seed=other) for other in s.seeds[1:] for r in rows]

@@ -75,6 +75,10 @@ class BenchmarkSettings:
     progress: bool = True
     quick: bool = False
     keep_work: bool = False  # keep <out>/work (the prepared adaptation images) after the run
+    resume: bool = False  # reuse rows whose <out>/<method>/[seed<k>/]metrics.json has these settings' fingerprint
+
+    #: fields that do not change a row's numbers (where it is written, how it is shown, how it is resumed)
+    NOT_FINGERPRINTED = ("out", "seeds", "progress", "keep_work", "resume", "quick", "rows", "references")
 
     def __post_init__(self) -> None:
         for name in ("seeds", "extra_face_sets", "eval_folds", "validation_folds", "adapt_folds", "base_folds"):
@@ -110,6 +114,15 @@ class BenchmarkSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def fingerprint(self, **extra: Any) -> str:
+        """A hash of every setting that changes a row's numbers (plus ``extra``, e.g. the row's own spec)."""
+        import hashlib
+        import json
+
+        values = {k: v for k, v in self.to_dict().items() if k not in self.NOT_FINGERPRINTED}
+        text = json.dumps({**values, **extra}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @classmethod
     def field_names(cls) -> set[str]:
