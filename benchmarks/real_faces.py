@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--flip-test",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="embed each image and its mirror, fused (default: off, to fit the budget)",
+        help="embed each image and its mirror, fused (default: on)",
     )
     run.add_argument("--keep-work", action="store_true", help="keep <out>/work (prepared adaptation images)")
     run.add_argument(

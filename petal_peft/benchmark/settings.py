@@ -154,14 +154,15 @@ def quick_settings(out: str, **overrides: Any) -> BenchmarkSettings:
 #: the real-face run's defaults (docs/benchmark_real_faces.md). Captures of 18-36 px for the whole crop: the face
 #: spans about two thirds of an aligned or LFW crop, so faces of about 12-24 px (TinyFace's are ~20 px); every
 #: adaptation image degraded (TinyFace's training set is all low resolution); the paper's optimiser and CosFace
-#: head; a budget that fits about 75 minutes on a quiet 2-core CPU with a 6-layer, 192-wide ViT at 112 px (no
-#: flip test, the variant trained with the degradation level left out); the dlib descriptor as a reference row.
+#: head; a budget that fits about 75 minutes on a quiet 2-core CPU with the planned real base (a 6-layer, 256-wide
+#: transformer on 36 tokens from a conv stem; the variant trained with the degradation level left out; run
+#: ``benchmarks/real_faces.py budget`` with the actual base); the dlib descriptor as a reference row.
 REAL_FACE_DEFAULTS: dict[str, Any] = dict(
     source="real_faces",
     probe_size_px=(18, 36),
     train_size_px=(18, 36),
     degrade_fraction=1.0,
-    steps=80,
+    steps=240,
     batch_size=48,
     learning_rate=5e-4,
     weight_decay=0.1,
@@ -171,7 +172,6 @@ REAL_FACE_DEFAULTS: dict[str, Any] = dict(
     rows=("pretrained", "full", "lora", "ours", "ours-alllin"),
     references=("dlib",),
     validation_rows="variants",
-    flip_test=False,
 )
 
 
