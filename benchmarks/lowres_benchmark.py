@@ -6,8 +6,9 @@ Run (defaults: 3 seeds, the shipped small face ViT, ~20 min on 2 CPU cores):
     python benchmarks/lowres_benchmark.py --quick          # pipeline check: tiny random base, 1 seed, seconds
     python benchmarks/lowres_benchmark.py --real-faces olivetti      # or --faces-folder DIR (root/<id>/<img>)
 
-The default data are the project's procedural SYNTHETIC IDENTITIES (not faces): no identity-labelled real face
-set is obtainable offline here (docs/real_faces.md). Protocol, methods and a measured run: docs/benchmark.md.
+The default data are the project's procedural SYNTHETIC IDENTITIES (not faces): the fast pipeline check of the
+protocol that benchmarks/real_faces.py runs on real faces (LFW). Protocol, methods and a measured run:
+docs/benchmark.md.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
     if args.seeds is not None:
         overrides["seeds"] = tuple(args.seeds)
     if args.real_faces or args.faces_folder:
-        overrides["real_faces"] = args.real_faces or args.faces_folder
+        overrides.update(source="identity_folder", faces=args.real_faces or args.faces_folder)
     if args.no_progress:
         overrides["progress"] = False
     out = overrides.pop("out", BenchmarkSettings().out)
