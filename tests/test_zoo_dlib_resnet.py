@@ -340,7 +340,8 @@ def test_torch_port_equals_dlib_on_real_face_chips():
     import dlib
     from PIL import Image
 
-    from petal_peft.zoo.dlib_resnet import dlib_face_model_path, dlib_model_file
+    from petal_peft.align.model_files import dlib_model_file
+    from petal_peft.zoo.dlib_resnet import dlib_face_model_path
 
     files = sorted((FACES / "lfw").glob("*/*.jpg"))[:400:100]
     detector = dlib.get_frontal_face_detector()

@@ -18,7 +18,6 @@ Each affine is folded into the conv before it at load time (the same function, o
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from petal_peft.align.model_files import dlib_model_file
 from petal_peft.zoo.dlib_serialization import CONV_MODE, DlibLayer, DlibNetwork, read_dlib_network
 
 __all__ = [
@@ -39,25 +39,6 @@ __all__ = [
 ]
 
 DLIB_FACE_MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
-ALIGN_EXTRA_HINT = 'pip install "petal-peft[align]"'
-
-
-def dlib_model_file(name: str) -> Path:
-    """A model file of the installed ``face_recognition_models`` package, found without importing it.
-
-    (Importing it needs ``pkg_resources``, which recent setuptools no longer ship; only its files are needed.)
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"dlib's model files come from the face_recognition_models package, which is not installed: "
-            f"{ALIGN_EXTRA_HINT}."
-        )
-    for root in spec.submodule_search_locations:
-        path = Path(root) / "models" / name
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"face_recognition_models is installed but has no models/{name}.")
 
 
 def dlib_face_model_path() -> Path:
