@@ -1,13 +1,15 @@
 """petal-peft: PETALface quality-gated dual-LoRA adapters as a PEFT extension.
 
-``import petal_peft`` registers the ``QUALITY_GATED_LORA`` adapter type with PEFT and the built-in quality
-estimators and gates, so that ``peft.get_peft_model`` and ``PeftModel.from_pretrained`` work with it.
+``import petal_peft`` registers the ``QUALITY_GATED_LORA`` adapter type with PEFT, the built-in quality
+estimators and gates, and petal-peft's face backbones with ``AutoConfig`` / ``AutoModel``, so that
+``peft.get_peft_model``, ``PeftModel.from_pretrained`` and ``AutoModel.from_pretrained`` work with them.
 """
 
 from __future__ import annotations
 
-# `quality` registers the built-in quality estimators and gates by name, where the tuner finds them.
-from . import quality, registry
+# `quality` registers the built-in quality estimators and gates by name, where the tuner finds them; `models`
+# registers petal-peft's face backbones with the Auto classes and their default target modules.
+from . import models, quality, registry
 from .tuner import (
     QUALITY_GATED_LORA,
     QualityGatedLinear,
@@ -28,5 +30,6 @@ __all__ = [
     "quality",
     "export_proxy_encoders",
     "merged_encoder",
+    "models",
     "registry",
 ]
