@@ -188,3 +188,15 @@ def test_verification_accuracy_on_separable_embeddings():
     pairs = np.array([[i, i + 1, 1] for i in range(0, 20, 5)] * 3 + [[i, (i + 5) % 20, 0] for i in range(0, 20, 5)] * 3)
     out = verification_accuracy(e, balanced_order(pairs))
     assert out["accuracy"] == 100.0 and out["auc"] == 100.0
+
+
+def test_an_unfrozen_stem_learns_at_its_own_rate():
+    s = tiny_settings(architecture="conv_vit", steps=2, stem_units=2, image_size=40, freeze_stem=False)
+    canvases, teacher = random_canvases(), tiny_teacher()
+    moved = {}
+    for scale in (0.0, 0.1):
+        torch.manual_seed(0)
+        student = build_student(replace(s, stem_lr_scale=scale), teacher)
+        distill(student, teacher, canvases, replace(s, stem_lr_scale=scale), progress=False)
+        moved[scale] = (student.embeddings.stem.conv.weight - teacher.stem.weight).abs().max().item()
+    assert moved[0.0] == 0.0 and moved[0.1] > 0

@@ -66,6 +66,7 @@ class RealBaseSettings:
     student_template: str = "arcface"
     stem_units: int = 10
     freeze_stem: bool = True
+    stem_lr_scale: float = 0.1  # learning-rate factor for the stem when it is not frozen
     image_size: int = 112
     patch_size: int = 8  # ViT only
     hidden_size: int = 256
@@ -414,16 +415,23 @@ def distill(
     sampler = ViewSampler(s, canvases.margin)
     normalize = normalizer(s)
     trainable = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
-    decay = [p for n, p in trainable if p.dim() >= 2 and "position_embeddings" not in n and "cls_token" not in n]
-    no_decay = [
-        p for n, p in trainable if not (p.dim() >= 2 and "position_embeddings" not in n and "cls_token" not in n)
-    ]
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, p in trainable:  # (stem?, decayed?): matrices decay, biases / norms / position embeddings do not
+        decayed = p.dim() >= 2 and "position_embeddings" not in name and "cls_token" not in name
+        groups.setdefault((".stem." in f".{name}", decayed), []).append(p)
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {
+                "params": ps,
+                "weight_decay": s.weight_decay if decayed else 0.0,
+                "lr_scale": s.stem_lr_scale if stem else 1.0,
+            }
+            for (stem, decayed), ps in sorted(groups.items())
+        ],
         lr=s.lr,
         betas=(0.9, 0.999),
     )
-    teacher.eval().requires_grad_(False)
+    teacher.eval().requires_grad_(False).to(memory_format=torch.channels_last)  # same function, ~1.4x faster here
     if teacher_mean is None:
         teacher_mean = teacher_descriptor_mean(teacher, canvases, sampler)
     log: list[dict[str, float]] = []
@@ -438,12 +446,12 @@ def distill(
         cursor += s.batch_size
         student_x, teacher_x = sampler.sample(canvases.tensor(np.sort(idx)), gen)
         with torch.no_grad():
-            target = teacher(teacher_x)
+            target = teacher(teacher_x.contiguous(memory_format=torch.channels_last))
         student.train()
         out = student(pixel_values=normalize(student_x)).pooler_output
         losses = distillation_loss(out, target, teacher_mean, s)
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, s)
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, s) * g["lr_scale"]
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in trainable], s.grad_clip)
@@ -474,6 +482,21 @@ def distill(
 # ------------------------------------------------------------------------------------------------------------
 # The whole build
 # ------------------------------------------------------------------------------------------------------------
+
+#: the terms that travel with the weights (written into every built folder)
+NOTICE = """These weights were learned from face photographs that are licensed for research use only.
+
+- LFW (Labeled Faces in the Wild; G. B. Huang, M. Ramesh, T. Berg, E. Learned-Miller, UMass TR 07-49, 2007):
+  View-2 folds 6-9. LFW publishes no licence; its photos are news pictures whose copyright stays with their owners.
+- Glint360K: celebrities not named in LFW folds 0-5. Distributed for non-commercial research; web photos of
+  public figures.
+
+Use these weights for research measurements only. No photo, and no image derived from one, is included here.
+The identities whose photos were used are listed in base_identities.json.
+
+The teacher, dlib's dlib_face_recognition_resnet_model_v1 (Davis King), is in the public domain / CC0 1.0
+Universal (as the face_recognition_models package states); part of the stem is copied from it.
+"""
 
 #: the files of a built base folder besides config.json / model.safetensors / preprocessor_config.json
 RECORD_NAME = "build_record.json"
@@ -677,6 +700,7 @@ def save_real_face_base(
         (tmp / IDENTITIES_NAME).write_text(json.dumps(identities, indent=1) + "\n")
         (tmp / RECORD_NAME).write_text(json.dumps(record, indent=1) + "\n")
         (tmp / "README.md").write_text(model_card(settings, record))
+        (tmp / "NOTICE").write_text(NOTICE)
         mask = os.umask(0)
         os.umask(mask)
         for f in tmp.iterdir():
