@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--methods", dest="rows", nargs="+", default=None, help="only these rows (e.g. pretrained full lora ours)"
     )
     run.add_argument("--references", nargs="*", default=None, help="reference rows (default: dlib; none: empty)")
-    run.add_argument("--prepare", default=None, help="image preparation / alignment (default: center-crop)")
+    run.add_argument("--prepare", default=None, help="arcface (default; align extra) or center-crop")
     run.add_argument("--probe-px", dest="probe_size_px", type=int, nargs=2, default=None, metavar=("MIN", "MAX"))
     run.add_argument("--train-px", dest="train_size_px", type=int, nargs=2, default=None, metavar=("MIN", "MAX"))
     for name in INT_FLAGS:
@@ -104,6 +104,7 @@ def settings_from_args(args: argparse.Namespace):
         overrides["progress"] = False
     if getattr(args, "quick", False):
         quick = dict(base="random", seeds=(0,), steps=4, batch_size=16, calibration_images=64, references=())
+        quick.update(prepare="center-crop")  # no alignment pass in a smoke run
         quick.update(probe_size_px=(5, 10), train_size_px=(5, 10))  # the random base's 32 px input
         overrides = {**quick, **overrides, "quick": True}
     elif args.command in ("run", "budget") and not overrides.get("base"):

@@ -79,6 +79,7 @@ def faces(tmp_path_factory):
 
 def _settings(faces: Path, out: Path | str = "unused", **kw):
     values = dict(extra_face_sets=("extra",), progress=False, num_threads=1, references=(), rows=())
+    values.update(prepare="center-crop")  # drawn fake faces: no detector needed
     values.update(probe_size_px=(4, 8), train_size_px=(6, 12))  # the fake faces are 16-32 px here
     values.update(kw)
     return real_face_settings(str(faces), str(out), **values)

@@ -13,6 +13,10 @@ FACE_PARTS = (
     "petal_peft.zoo",
     "petal_peft.models",
     "petal_peft.convert",
+    "petal_peft.export",
+    "petal_peft.inference",
+    "petal_peft.align",
+    "petal_peft.benchmark",
 )
 
 
@@ -50,3 +54,11 @@ def test_face_models_do_not_import_the_tuner():
     loaded = loaded_modules_after("import petal_peft.models")
     assert "petal_peft.models.face_swin.modeling_face_swin" in loaded
     assert not [m for m in loaded if m.startswith("petal_peft.tuner")]
+
+
+def test_import_petal_peft_loads_no_optional_extra():
+    """dlib (align), onnx / onnxruntime (export) and matplotlib (plots) are imported only where used."""
+    extras = "('dlib', 'onnx', 'onnxruntime', 'matplotlib')"
+    script = f"import sys, petal_peft; print(' '.join(m for m in {extras} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ""

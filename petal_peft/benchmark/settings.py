@@ -156,9 +156,11 @@ def quick_settings(out: str, **overrides: Any) -> BenchmarkSettings:
 #: adaptation image degraded (TinyFace's training set is all low resolution); the paper's optimiser and CosFace
 #: head; a budget that fits about 75 minutes on a quiet 2-core CPU with the planned real base (a 6-layer, 256-wide
 #: transformer on 36 tokens from a conv stem; the variant trained with the degradation level left out; run
-#: ``benchmarks/real_faces.py budget`` with the actual base); the dlib descriptor as a reference row.
+#: ``benchmarks/real_faces.py budget`` with the actual base); the dlib descriptor as a reference row; images
+#: aligned to the ArcFace crop, the framing the real-face base is built on (needs the ``align`` extra).
 REAL_FACE_DEFAULTS: dict[str, Any] = dict(
     source="real_faces",
+    prepare="arcface",
     probe_size_px=(18, 36),
     train_size_px=(18, 36),
     degrade_fraction=1.0,

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS: tuple[str, ...] = ("train", "eval", "convert", "export", "embed")
+COMMANDS: tuple[str, ...] = ("train", "eval", "convert", "export", "embed", "align")
 
 
 class CliError(Exception):

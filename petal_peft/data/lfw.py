@@ -86,9 +86,7 @@ def _read_pairs_csv(path: Path) -> list[LfwPair]:
         if not need <= set(reader.fieldnames or ()):
             raise DataValidationError(f"{path}: the header must name {sorted(need)}, got {reader.fieldnames}.")
         try:
-            return [
-                LfwPair(int(row["fold"]), int(row["label"]) == 1, row["img1"], row["img2"]) for row in reader
-            ]
+            return [LfwPair(int(row["fold"]), int(row["label"]) == 1, row["img1"], row["img2"]) for row in reader]
         except ValueError as err:
             raise DataValidationError(f"{path}: {err}") from None
 

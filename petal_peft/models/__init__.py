@@ -1,7 +1,9 @@
 """petal-peft's face backbones as transformers models, registered with the Auto classes on import.
 
 * ``face_swin`` (:class:`FaceSwinModel`): the PETALface Swin with its embedding head;
-* ``face_vit`` (:class:`FaceViTModel`): insightface arcface_torch's ViT (no CLS token).
+* ``face_vit`` (:class:`FaceViTModel`): insightface arcface_torch's ViT (no CLS token);
+* ``face_conv_vit`` (:class:`FaceConvViTModel`): a transformer on a residual conv stem, the real-face base's
+  architecture.
 
 After ``import petal_peft``, ``AutoConfig`` / ``AutoModel.from_pretrained(folder)`` load them, and
 ``QualityGatedLoraConfig()`` finds their default target modules (the attention query/key/value projections and
@@ -11,13 +13,17 @@ the embedding head's linear layers, where the PETALface reference puts its adapt
 from __future__ import annotations
 
 from ..registry import DEFAULT_TARGET_MODULES
+from .face_conv_vit import FaceConvViTConfig, FaceConvViTModel
 from .face_swin import FaceSwinConfig, FaceSwinModel, FaceSwinModelOutput
 from .face_vit import FaceViTConfig, FaceViTModel, FaceViTModelOutput
 from .image_processing import face_image_processor
 
 __all__ = [
+    "FACE_CONV_VIT_TARGET_MODULES",
     "FACE_SWIN_TARGET_MODULES",
     "FACE_VIT_TARGET_MODULES",
+    "FaceConvViTConfig",
+    "FaceConvViTModel",
     "FaceSwinConfig",
     "FaceSwinModel",
     "FaceSwinModelOutput",
@@ -35,6 +41,9 @@ FACE_SWIN_TARGET_MODULES = (
 #: every block's query/key/value and both linear layers of the head (arcface_torch's LoRA placement)
 FACE_VIT_TARGET_MODULES = rf"(.*\.)?encoder\.layers\.\d+\.attention\.{_QKV}|(.*\.)?embedding_head\.(projection|output)"
 
+#: every layer's attention query/key/value and the final projection
+FACE_CONV_VIT_TARGET_MODULES = rf"(.*\.)?layers\.\d+\.attention\.{_QKV}|(.*\.)?pooler\.dense"
+
 
 def _register() -> None:
     from transformers import AutoConfig, AutoImageProcessor, AutoModel, ViTImageProcessorPil
@@ -42,6 +51,7 @@ def _register() -> None:
     for config_class, model_class, targets in (
         (FaceSwinConfig, FaceSwinModel, FACE_SWIN_TARGET_MODULES),
         (FaceViTConfig, FaceViTModel, FACE_VIT_TARGET_MODULES),
+        (FaceConvViTConfig, FaceConvViTModel, FACE_CONV_VIT_TARGET_MODULES),
     ):
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         AutoModel.register(config_class, model_class, exist_ok=True)

@@ -1,0 +1,68 @@
+"""``petal-peft align``: align every face photo of a folder tree (detect, 5 landmarks, warp to a template).
+
+``petal-peft align SRC DST [--size 112] [--template arcface|dlib] [--fallback whole-image|resize|skip]``
+
+Needs the ``align`` extra (dlib and its landmark model; in the clone: ``pip install -e '.[align]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from petal_peft.align.aligner import FALLBACKS
+    from petal_peft.align.geometry import TEMPLATES
+
+    p = subparsers.add_parser(
+        "align",
+        help="align face photos to the ArcFace 112x112 template (dlib detector + 5 landmarks)",
+        description="Align every image under SRC into DST (same relative paths; other files copied). Images where "
+        "no face is found are kept (see --fallback) and listed in DST/align_report.json.",
+    )
+    p.add_argument("source", help="folder of images (any tree, e.g. <identity>/<image>)")
+    p.add_argument("destination", help="output folder (must be new or empty unless --overwrite)")
+    p.add_argument("--size", type=int, default=112, help="output size in pixels (default 112)")
+    p.add_argument(
+        "--template",
+        choices=TEMPLATES,
+        default="arcface",
+        help="arcface: insightface's 112x112 crop geometry scaled to --size (default); dlib: dlib's face chip",
+    )
+    p.add_argument("--padding", type=float, default=0.25, help="dlib template only: context around the face")
+    p.add_argument("--margin", type=int, default=0, help="extra pixels of context on every side")
+    p.add_argument(
+        "--fallback",
+        choices=FALLBACKS,
+        default="whole-image",
+        help="when no face is detected: landmarks inside the whole image (default), resize the whole image, or skip",
+    )
+    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--jpeg-quality", type=int, default=95, help="quality of JPEG outputs (default 95)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty DST")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from petal_peft.align.folder import align_folder
+    from petal_peft.cli import CliError
+
+    try:
+        report = align_folder(
+            args.source,
+            args.destination,
+            size=args.size,
+            template=args.template,
+            margin=args.margin,
+            padding=args.padding,
+            fallback=args.fallback,
+            workers=args.workers,
+            jpeg_quality=args.jpeg_quality,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except ImportError as err:
+        raise CliError(str(err)) from None
+    print(report.summary())
+    return 0
