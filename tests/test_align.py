@@ -29,7 +29,7 @@ from petal_peft.align.geometry import apply_affine, compose_affine, invert_affin
 
 FACES = Path(os.environ.get("PETAL_PEFT_FACES", Path(__file__).resolve().parents[2] / "shared" / "faces"))
 HAVE_DLIB = bool(importlib.util.find_spec("dlib") and importlib.util.find_spec("face_recognition_models"))
-needs_dlib = pytest.mark.skipif(not HAVE_DLIB, reason='dlib not installed (pip install "petal-peft[align]")')
+needs_dlib = pytest.mark.skipif(not HAVE_DLIB, reason="dlib not installed (the align extra)")
 
 
 def random_similarity(rng: np.random.Generator) -> np.ndarray:
@@ -251,3 +251,23 @@ def test_real_faces_are_detected_and_land_on_the_template(tmp_path):
         assert face.method == "detected"
         again = marker(face.image)  # landmarks found again in the aligned crop sit near the template
         assert np.abs(again.points - landmark_template("arcface", 112)).max() < 6
+
+
+@needs_dlib
+def test_image_aligner_refuses_an_image_without_a_face():
+    """The inference form (``embed --align``) has no fallback: a guessed crop would pollute an index."""
+    from petal_peft.align import image_aligner
+
+    align = image_aligner(64)
+    with pytest.raises(ValueError, match="no face found"):
+        align(Image.fromarray(dots_image(landmark_template("arcface", 112) + 10, (132, 132))))
+
+
+@needs_dlib
+@pytest.mark.skipif(not (FACES / "lfw").is_dir(), reason=f"real faces not at {FACES}")
+def test_image_aligner_returns_the_aligned_crop_of_a_real_face():
+    from petal_peft.align import image_aligner
+
+    path = sorted((FACES / "lfw").glob("*/*.jpg"))[0]
+    out = image_aligner(96)(Image.open(path))
+    assert isinstance(out, Image.Image) and out.size == (96, 96) and out.mode == "RGB"
