@@ -75,7 +75,7 @@ class RealBaseSettings:
     mlp_ratio: int = 4
     embedding_dim: int = 128  # pooler_output size (the teacher's descriptor size)
     # distillation
-    steps: int = 2500
+    steps: int = 1200
     batch_size: int = 64
     lr: float = 1e-3
     min_lr_ratio: float = 0.02
@@ -95,7 +95,7 @@ class RealBaseSettings:
     # bookkeeping
     seed: int = 0
     threads: int = 2
-    eval_every: int = 250  # steps between checks on the validation pairs (LFW fold 3; 0: none)
+    eval_every: int = 300  # steps between checks on the validation pairs (LFW fold 3; 0: none)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
