@@ -16,14 +16,14 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .adapter import BranchFactors, ModuleFactors, write_adapter, write_base
+from .adapter import BranchFactors, ModuleFactors
 from .common import CheckpointFormatError, ConversionResult, Stopwatch, check_layout, parse_dtype, read_state_dict
-from .petalface import IQA_HIGHER_IS_BETTER, _gate_kwargs, split_qkv_factors
+from .output import IQA_HIGHER_IS_BETTER, check_iqa, load_mapped_weights, missing_key_error, write_conversion
+from .petalface import split_qkv_factors
 
 __all__ = ["convert_insightface_vit", "infer_vit_architecture"]
 
@@ -40,10 +40,7 @@ def _require(state: Mapping[str, torch.Tensor], key: str, source: str) -> torch.
                 f"{source} is a PETALface Swin checkpoint, not an arcface_torch ViT: use convert_petalface_checkpoint "
                 "(petal-peft convert petalface)."
             )
-        shown = ", ".join(sorted(state)[:6])
-        raise CheckpointFormatError(
-            f"{source} is not an {WHAT}: it has no {key!r} (its first keys: {shown}{' ...' if len(state) > 6 else ''})."
-        )
+        raise missing_key_error(state, key, source, WHAT)
     return state[key]
 
 
@@ -264,9 +261,7 @@ def convert_insightface_vit(
     from ..models import FaceViTConfig, FaceViTModel, face_image_processor
 
     clock = Stopwatch()
-    iqa = str(iqa).lower()
-    if iqa not in IQA_HIGHER_IS_BETTER:
-        raise ValueError(f"iqa must be one of {sorted(IQA_HIGHER_IS_BETTER)}, got {iqa!r}.")
+    iqa = check_iqa(iqa)
     torch_dtype = parse_dtype(dtype)
     source = str(path)
     state = read_state_dict(path, WHAT, progress=progress)
@@ -283,45 +278,25 @@ def convert_insightface_vit(
     check_layout(state, shapes, ignorable, source, f"width {arch['hidden_size']}, depth {arch['num_hidden_layers']}")
 
     skip = {"model_type", "layout", "lora_rank", "feature_0_lora_rank", "feature_2_lora_rank"}
-    config = FaceViTConfig(**{k: v for k, v in arch.items() if k not in skip})
-    model = FaceViTModel(config)
-    missing, unexpected = model.load_state_dict(map_base_weights(state), strict=False)
-    if missing or unexpected:  # pragma: no cover - check_layout makes this unreachable
-        raise CheckpointFormatError(f"internal mapping error: missing {missing[:4]}, unexpected {unexpected[:4]}.")
-    model.eval()
+    model = FaceViTModel(FaceViTConfig(**{k: v for k, v in arch.items() if k not in skip}))
+    load_mapped_weights(model, map_base_weights(state))
     factors = map_lora_factors(state, arch, iqa)
     notes = ["mask_token (training-time token masking) is not converted"] if "mask_token" in state else []
     del state
-
-    from .common import staged_directory
-    from .petalface import _adapter_notes
-
-    out_dir = Path(out_dir)
-    with staged_directory(out_dir, overwrite=overwrite) as staging:
-        write_base(
-            model, face_image_processor(arch["image_size"]), staging / "base", _base_card(source, arch), torch_dtype
-        )
-        adapter_dir = None
-        if factors:
-            adapter_dir = out_dir / "adapter"
-            write_adapter(
-                model,
-                factors,
-                layout=arch["layout"],
-                target_modules=_target_regex(factors),
-                scale=lora_scale,
-                adapter_dir=staging / "adapter",
-                base_name_or_path=str((out_dir / "base").resolve()),
-                dtype=torch_dtype,
-                config_kwargs=_gate_kwargs(iqa, gate_threshold),
-            )
-            notes += _adapter_notes(arch, iqa, gate_threshold)
-    return ConversionResult(
-        base_dir=out_dir / "base",
-        adapter_dir=adapter_dir,
-        layout=arch["layout"],
-        architecture={k: v for k, v in arch.items() if k != "layout"},
+    return write_conversion(
+        out_dir,
+        model=model,
+        processor=face_image_processor(arch["image_size"]),
+        card=_base_card(source, arch),
+        arch=arch,
+        factors=factors,
+        target_modules=_target_regex(factors),
+        iqa=iqa,
+        gate_threshold=gate_threshold,
+        lora_scale=lora_scale,
+        dtype=torch_dtype,
+        overwrite=overwrite,
         source=source,
-        seconds=clock.seconds,
+        clock=clock,
         notes=notes,
     )

@@ -22,13 +22,13 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .adapter import BranchFactors, ModuleFactors, write_adapter, write_base
+from .adapter import BranchFactors, ModuleFactors
 from .common import CheckpointFormatError, ConversionResult, Stopwatch, check_layout, parse_dtype, read_state_dict
+from .output import IQA_HIGHER_IS_BETTER, check_iqa, load_mapped_weights, missing_key_error, write_conversion
 
 __all__ = [
     "IQA_HIGHER_IS_BETTER",
@@ -38,8 +38,6 @@ __all__ = [
 ]
 
 WHAT = "PETALface Swin checkpoint (model.pt)"
-#: direction of the IQA score the reference computed alpha from: decides which reference branch is high quality
-IQA_HIGHER_IS_BETTER = {"brisque": False, "cnniqa": True}
 _BLOCK = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.")
 _STAGE = re.compile(r"^layers\.(\d+)\.")
 
@@ -51,10 +49,7 @@ def _require(state: Mapping[str, torch.Tensor], key: str, source: str) -> torch.
                 f"{source} is an insightface arcface_torch ViT checkpoint, not a PETALface Swin: use "
                 "convert_insightface_vit (petal-peft convert insightface-vit)."
             )
-        shown = ", ".join(sorted(state)[:6])
-        raise CheckpointFormatError(
-            f"{source} is not a {WHAT}: it has no {key!r} (its first keys: {shown}{' ...' if len(state) > 6 else ''})."
-        )
+        raise missing_key_error(state, key, source, WHAT)
     return state[key]
 
 
@@ -397,9 +392,7 @@ def convert_petalface_checkpoint(
     from ..models import FaceSwinConfig, FaceSwinModel, face_image_processor
 
     clock = Stopwatch()
-    iqa = str(iqa).lower()
-    if iqa not in IQA_HIGHER_IS_BETTER:
-        raise ValueError(f"iqa must be one of {sorted(IQA_HIGHER_IS_BETTER)}, got {iqa!r}.")
+    iqa = check_iqa(iqa)
     torch_dtype = parse_dtype(dtype)
     source = str(path)
     state = read_state_dict(path, WHAT, progress=progress)
@@ -408,83 +401,32 @@ def convert_petalface_checkpoint(
     check_layout(state, shapes, ignorable, source, _arch_text(arch))
 
     config_fields = {k: v for k, v in arch.items() if k not in ("model_type", "layout", "lora_rank", "head_lora_rank")}
-    config = FaceSwinConfig(**config_fields, shifted_window_mask=False)
-    model = FaceSwinModel(config)
-    missing, unexpected = model.load_state_dict(map_base_weights(state, arch), strict=False)
-    if missing or unexpected:  # pragma: no cover - check_layout makes this unreachable
-        raise CheckpointFormatError(f"internal mapping error: missing {missing[:4]}, unexpected {unexpected[:4]}.")
-    model.eval()
+    model = FaceSwinModel(FaceSwinConfig(**config_fields, shifted_window_mask=False))
+    load_mapped_weights(model, map_base_weights(state, arch))
     factors = map_lora_factors(state, arch, iqa)
     del state
-
-    out_dir = Path(out_dir)
-    notes = [
-        "the reference never applies Swin's shifted-window attention mask; the converted config keeps that "
-        "(shifted_window_mask=false)"
-    ]
-    from .common import staged_directory
-
-    with staged_directory(out_dir, overwrite=overwrite) as staging:
-        write_base(
-            model, face_image_processor(arch["image_size"]), staging / "base", _base_card(source, arch), torch_dtype
-        )
-        adapter_dir = None
-        if factors:
-            adapter_dir = out_dir / "adapter"
-            config_kwargs = _gate_kwargs(iqa, gate_threshold)
-            write_adapter(
-                model,
-                factors,
-                layout=arch["layout"],
-                target_modules=_target_regex(arch),
-                scale=lora_scale,
-                adapter_dir=staging / "adapter",
-                base_name_or_path=str((out_dir / "base").resolve()),
-                dtype=torch_dtype,
-                config_kwargs=config_kwargs,
-            )
-            notes += _adapter_notes(arch, iqa, gate_threshold)
-    return ConversionResult(
-        base_dir=out_dir / "base",
-        adapter_dir=adapter_dir,
-        layout=arch["layout"],
-        architecture={k: v for k, v in arch.items() if k != "layout"},
+    return write_conversion(
+        out_dir,
+        model=model,
+        processor=face_image_processor(arch["image_size"]),
+        card=_base_card(source, arch),
+        arch=arch,
+        factors=factors,
+        target_modules=_target_regex(arch),
+        iqa=iqa,
+        gate_threshold=gate_threshold,
+        lora_scale=lora_scale,
+        dtype=torch_dtype,
+        overwrite=overwrite,
         source=source,
-        seconds=clock.seconds,
-        notes=notes,
+        clock=clock,
+        notes=[
+            "the reference never applies Swin's shifted-window attention mask; the converted config keeps that "
+            "(shifted_window_mask=false)"
+        ],
     )
 
 
 def _arch_text(arch: Mapping[str, Any]) -> str:
     keys = ("image_size", "patch_size", "embed_dim", "depths", "num_heads", "window_size", "layout")
     return ", ".join(f"{k}={arch[k]}" for k in keys)
-
-
-def _gate_kwargs(iqa: str, gate_threshold: float | None) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {
-        "score_higher_is_better": IQA_HIGHER_IS_BETTER[iqa],
-        "image_mean": [0.5, 0.5, 0.5],
-        "image_std": [0.5, 0.5, 0.5],
-    }
-    if gate_threshold is not None:
-        threshold = float(gate_threshold)
-        if not math.isfinite(threshold):
-            raise ValueError(f"gate_threshold must be finite, got {gate_threshold}.")
-        kwargs.update(
-            gate_mode="linear_unclamped", gate_threshold=threshold, gate_temperature=1.0, allow_unbounded_quality=True
-        )
-    return kwargs
-
-
-def _adapter_notes(arch: Mapping[str, Any], iqa: str, gate_threshold: float | None) -> list[str]:
-    if arch["layout"] != "quality_gated":
-        return ["single-branch LoRA written as a plain PEFT LoRA adapter (no quality gate)"]
-    q = "alpha" if IQA_HIGHER_IS_BETTER[iqa] else "1 - alpha"
-    notes = [f"trained with {iqa.upper()}: pass quality = {q} (the reference's alpha) to reproduce it"]
-    if any(key.endswith("lora_rank") and key != "lora_rank" for key in arch):
-        notes.append("the un-gated head LoRA is stored in both branches of the adapter's head layer (exact for any q)")
-    if gate_threshold is None:
-        notes.append(
-            "no --gate_threshold: the adapter keeps the bounded sigmoid gate; quality_score= needs calibration"
-        )
-    return notes
