@@ -263,27 +263,15 @@ def build_quality_fn(settings: Mapping[str, Any]) -> QualityFn:
     ``settings`` has the keys of ``QualityGatedLoraConfig.gate_settings()``; the estimator and gate are built
     from the shared registries exactly as the tuner builds them.
     """
-    import petal_peft  # noqa: F401  (registers the built-in estimators and gates)
-    from petal_peft.registry import QUALITY_ESTIMATORS, QUALITY_GATES
+    from petal_peft.quality import quality_fn_from_settings
 
-    name = settings.get("quality_estimator")
-    if not name:
+    function = quality_fn_from_settings(settings)
+    if function is None:
         raise ValueError(
             "this adapter has no quality estimator, so the gate has no quality to use at test time: pass a "
             "quality function (CLI: --quality-estimator NAME) or evaluate the proxy encoders (--mode proxy)."
         )
-    estimator = QUALITY_ESTIMATORS.build(
-        name,
-        image_mean=settings.get("image_mean"),
-        image_std=settings.get("image_std"),
-        **dict(settings.get("quality_estimator_kwargs") or {}),
-    )
-    gate = QUALITY_GATES.build(
-        settings.get("gate_mode", "sigmoid"),
-        threshold=float(settings.get("gate_threshold", 0.0)),
-        temperature=float(settings.get("gate_temperature", 1.0)),
-        higher_is_better=bool(getattr(estimator, "higher_is_better", True)),
-    )
+    estimator, gate = function.estimator, function.gate
 
     def quality_fn(pixel_values: torch.Tensor) -> torch.Tensor:
         for module in (estimator, gate):

@@ -25,35 +25,52 @@ _FALSE = {"0", "false", "diff", "different", "no", "impostor"}
 PAIR_LIST_NAMES = ("pairs.txt", "pairs.csv")
 
 
-def read_pair_list(path: str) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """Parse a pair list: (unique image paths, index of image a, index of image b, is_same)."""
-    base = os.path.dirname(os.path.abspath(path))
-    images: dict[str, int] = {}
-    first, second, labels = [], [], []
+def read_pair_rows(path: str | os.PathLike) -> tuple[list[tuple[str, str]], list[bool] | None]:
+    """A pair list as written: ``<image_a> <image_b> [label]`` per line (spaces, tabs or commas; ``#`` comments;
+    an optional header row), labels on every line or on none (then None)."""
+    pairs: list[tuple[str, str]] = []
+    labels: list[bool] = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
             fields = [x for x in re.split(r"[,\t ]+", line) if x]
-            if len(fields) != 3:
+            if len(fields) not in (2, 3):
                 raise ValueError(
-                    f"{path}:{line_no}: expected '<image_a> <image_b> <label>', got {len(fields)} fields: {line!r}."
+                    f"{path}:{line_no}: expected '<image_a> <image_b> [label]', got {len(fields)} fields: {line!r}."
                 )
-            label = fields[2].lower()
-            if line_no == 1 and label not in _TRUE | _FALSE:
-                continue  # a header row such as "image_a,image_b,label"
-            if label not in _TRUE | _FALSE:
-                raise ValueError(f"{path}:{line_no}: label {fields[2]!r} is not 1/0 (or true/false, same/diff).")
-            idx = []
-            for rel in fields[:2]:
-                full = rel if os.path.isabs(rel) else os.path.join(base, rel)
-                idx.append(images.setdefault(full, len(images)))
-            first.append(idx[0])
-            second.append(idx[1])
-            labels.append(label in _TRUE)
-    if not labels:
+            if len(fields) == 3:
+                label = fields[2].lower()
+                if label not in _TRUE | _FALSE:
+                    if not pairs:
+                        continue  # a header row such as "image_a,image_b,label"
+                    raise ValueError(f"{path}:{line_no}: label {fields[2]!r} is not 1/0 (or true/false, same/diff).")
+                labels.append(label in _TRUE)
+            pairs.append((fields[0], fields[1]))
+    if not pairs:
         raise ValueError(f"{path} lists no pairs.")
+    if labels and len(labels) != len(pairs):
+        raise ValueError(f"{path}: give a label on every line or on none.")
+    return pairs, (labels or None)
+
+
+def read_pair_list(path: str) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """A labelled pair list for evaluation: (unique image paths, index of image a, index of image b, is_same);
+    relative paths are relative to the list's folder."""
+    pairs, labels = read_pair_rows(path)
+    if labels is None:
+        raise ValueError(
+            f"{path}: expected '<image_a> <image_b> <label>', got 2 fields: a verification pair list needs a label "
+            "(1 same, 0 different) on every line."
+        )
+    base = os.path.dirname(os.path.abspath(path))
+    images: dict[str, int] = {}
+    first, second = [], []
+    for pair in pairs:
+        a, b = (images.setdefault(rel if os.path.isabs(rel) else os.path.join(base, rel), len(images)) for rel in pair)
+        first.append(a)
+        second.append(b)
     paths = list(images)
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:

@@ -203,19 +203,11 @@ def _source_name(model: Any) -> str:
 
 def _quality_modules(settings: dict[str, Any]) -> tuple[nn.Module, nn.Module] | tuple[None, None]:
     """(estimator, gate) built from the gate settings, as the tuner builds them; (None, None) without estimator."""
-    if not settings.get("quality_estimator"):
-        return None, None
-    from petal_peft.quality import build_quality_fn
+    from petal_peft.quality import quality_fn_from_settings
 
-    function = build_quality_fn(
-        settings["quality_estimator"],
-        settings.get("quality_estimator_kwargs") or {},
-        gate_mode=settings.get("gate_mode", "sigmoid"),
-        threshold=float(settings.get("gate_threshold", 0.0)),
-        temperature=float(settings.get("gate_temperature", 1.0)),
-        image_mean=settings.get("image_mean"),
-        image_std=settings.get("image_std"),
-    )
+    function = quality_fn_from_settings(settings)
+    if function is None:
+        return None, None
     return function.estimator, function.gate
 
 

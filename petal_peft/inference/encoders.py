@@ -92,19 +92,11 @@ class FaceEncoder:
 
 
 def _quality_recorder(settings: dict[str, Any] | None, calibrated: bool) -> QualityRecorder | None:
-    if not settings or not settings.get("quality_estimator"):
-        return None
-    from petal_peft.quality import build_quality_fn
+    from petal_peft.quality import quality_fn_from_settings
 
-    function = build_quality_fn(
-        settings["quality_estimator"],
-        settings.get("quality_estimator_kwargs") or {},
-        gate_mode=settings.get("gate_mode", "sigmoid"),
-        threshold=float(settings.get("gate_threshold", 0.0)),
-        temperature=float(settings.get("gate_temperature", 1.0)),
-        image_mean=settings.get("image_mean"),
-        image_std=settings.get("image_std"),
-    )
+    function = quality_fn_from_settings(settings)
+    if function is None:
+        return None
     return QualityRecorder(function.estimator, function.gate if calibrated else None)
 
 

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,6 @@ import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
-
-_TRUE = {"1", "true", "same", "yes", "genuine"}
-_FALSE = {"0", "false", "diff", "different", "no", "impostor"}
 
 
 @dataclass
@@ -167,26 +163,6 @@ def pair_distances(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
 
 def read_pairs(path: str | os.PathLike) -> tuple[list[tuple[str, str]], list[bool] | None]:
     """A pair list: ``<image_a> <image_b> [label]`` per line (spaces, tabs or commas); labels all or none."""
-    pairs: list[tuple[str, str]] = []
-    labels: list[bool] = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            fields = [x for x in re.split(r"[,\t ]+", line) if x]
-            if len(fields) not in (2, 3):
-                raise ValueError(f"{path}:{line_no}: expected '<image_a> <image_b> [label]', got {line!r}.")
-            if len(fields) == 3:
-                label = fields[2].lower()
-                if label not in _TRUE | _FALSE:
-                    if line_no == 1 and not pairs:
-                        continue  # header
-                    raise ValueError(f"{path}:{line_no}: label {fields[2]!r} is not 1/0 (or same/different).")
-                labels.append(label in _TRUE)
-            pairs.append((fields[0], fields[1]))
-    if not pairs:
-        raise ValueError(f"{path} lists no pairs.")
-    if labels and len(labels) != len(pairs):
-        raise ValueError(f"{path}: give a label on every line or on none.")
-    return pairs, (labels or None)
+    from petal_peft.evaluation.verification import read_pair_rows
+
+    return read_pair_rows(path)

@@ -11,7 +11,7 @@ from .brisque import BrisqueEstimator, BrisqueFeatures
 from .calibration import calibrate_gate, separation_auc
 from .custom import CallableEstimator, register_quality_function
 from .degrade import degrade
-from .function import QualityFunction, build_estimator, build_quality_fn
+from .function import QualityFunction, build_estimator, build_quality_fn, quality_fn_from_settings
 from .gate import (
     GATE_MODES,
     UNBOUNDED_GATE_MODES,
@@ -43,6 +43,7 @@ __all__ = [
     "build_estimator",
     "build_gate",
     "build_quality_fn",
+    "quality_fn_from_settings",
     "calibrate_gate",
     "degrade",
     "plot_quality_histogram",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -68,3 +68,19 @@ def build_quality_fn(
     higher = bool(getattr(module, "higher_is_better", True))
     gate = build_gate(gate_mode, threshold=threshold, temperature=temperature, higher_is_better=higher)
     return QualityFunction(module, gate).eval()
+
+
+def quality_fn_from_settings(settings: Mapping[str, Any] | None) -> QualityFunction | None:
+    """The quality function an adapter's gate settings (``QualityGatedLoraConfig.gate_settings()``) describe, as
+    the tuner builds it; None when they name no estimator (then quality must be given per image)."""
+    if not settings or not settings.get("quality_estimator"):
+        return None
+    return build_quality_fn(
+        settings["quality_estimator"],
+        dict(settings.get("quality_estimator_kwargs") or {}),
+        gate_mode=settings.get("gate_mode", "sigmoid"),
+        threshold=float(settings.get("gate_threshold", 0.0)),
+        temperature=float(settings.get("gate_temperature", 1.0)),
+        image_mean=settings.get("image_mean"),
+        image_std=settings.get("image_std"),
+    )
