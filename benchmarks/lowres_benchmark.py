@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from petal_peft.benchmark import BenchmarkSettings, format_table, quick_settings, run_benchmark, write_outputs
+from petal_peft.benchmark import BenchmarkSettings, quick_settings, run_benchmark, run_summary, write_outputs
 
 DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 
@@ -72,12 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from_args(args)
     results = run_benchmark(settings)
     written = write_outputs(results, settings.out, DOCS_IMAGES if args.docs else None)
-    print()
-    print(format_table(results))
-    print(f"selected variant (by validation rank-1): {results['selected_variant']}")
-    print(f"gate calibration: {results['gate_calibration']}")
-    print(f"runtime: {results['runtime_s']:.0f} s")
-    print("wrote:\n  " + "\n  ".join(str(p) for p in written))
+    print(run_summary(results, written))
     return 0
 
 

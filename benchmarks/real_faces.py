@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(budget(settings, methods, plan, args.minutes), indent=2))
             return 0
         _check_out(settings.out)
-        from petal_peft.benchmark import format_table, run_benchmark, write_outputs
+        from petal_peft.benchmark import run_benchmark, run_summary, write_outputs
 
         results = run_benchmark(settings, methods)
         written = write_outputs(results, settings.out, DOCS_IMAGES if args.docs else None, prefix="real_faces")
@@ -185,12 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         print(f"real_faces.py {args.command}: error: {' '.join(str(text).split())}", file=sys.stderr)
         return 2
-    print()
-    print(format_table(results))
-    print(f"selected variant (by validation rank-1): {results['selected_variant']}")
-    print(f"gate calibration: {results['gate_calibration']}")
-    print(f"runtime: {results['runtime_s']:.0f} s")
-    print("wrote:\n  " + "\n  ".join(str(p) for p in written))
+    print(run_summary(results, written))
     return 0
 
 

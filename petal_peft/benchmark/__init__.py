@@ -22,7 +22,7 @@ from .evaluate import evaluate_split, model_embedder, reference_embedder
 from .methods import MethodSpec, default_methods, select_methods, train_config
 from .prepare import IMAGE_PREPARATIONS, build_preparation, center_crop
 from .reference import REFERENCE_MODELS, DlibFaceDescriptor
-from .report import format_table, plot_cmc, plot_forgetting, write_outputs
+from .report import format_table, plot_cmc, plot_forgetting, run_summary, write_outputs
 from .run import calibrate_gate, run_benchmark
 from .settings import REAL_FACE_DEFAULTS, BenchmarkSettings, quick_settings, real_face_settings
 from .sources import build_data, plan_real_faces
@@ -48,6 +48,7 @@ __all__ = [
     "default_methods",
     "evaluate_split",
     "format_table",
+    "run_summary",
     "mean_std",
     "model_embedder",
     "plan_real_faces",

@@ -84,6 +84,20 @@ def _table_row(label: str, r: dict[str, Any]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def run_summary(results: dict[str, Any], written: list[Any]) -> str:
+    """What a benchmark script prints at the end: the table, the selected variant, the calibration, the files."""
+    return "\n".join(
+        [
+            "",
+            format_table(results),
+            f"selected variant (by validation rank-1): {results['selected_variant']}",
+            f"gate calibration: {results['gate_calibration']}",
+            f"runtime: {results['runtime_s']:.0f} s",
+            "wrote:\n  " + "\n  ".join(str(p) for p in written),
+        ]
+    )
+
+
 def format_table(results: dict[str, Any]) -> str:
     """Markdown: one row per (method, mode), mean ± std over seeds, eval group (and val rank-1 for selection)."""
     rows = results["rows"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from petal_peft.data.base import FaceDataset, open_rgb
 from petal_peft.data.errors import DataValidationError
 from petal_peft.data.transforms import FaceTransform, LowResolutionDegradation
 from petal_peft.data.validation import validate_face_dataset
+from petal_peft.files import write_file_atomic
 
 __all__ = [
     "IRHeader",
@@ -211,19 +211,19 @@ def write_recordio(
     else:
         records = [(key, pack_record(int(label), data)) for key, (data, label) in enumerate(items)]
 
-    fd_rec, tmp_rec = tempfile.mkstemp(dir=rec_path.parent, prefix=f".{rec_path.name}.", suffix=".tmp")
-    fd_idx, tmp_idx = tempfile.mkstemp(dir=idx_path.parent, prefix=f".{idx_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd_rec, "wb") as rec, os.fdopen(fd_idx, "w", encoding="ascii") as idx:
+    offsets: list[tuple[int, int]] = []
+
+    def write_records(tmp: str) -> None:
+        offsets.clear()
+        with open(tmp, "wb") as rec:
             for key, payload in records:
-                idx.write(f"{key}\t{rec.tell()}\n")
+                offsets.append((key, rec.tell()))
                 _write_record(rec, payload)
-        os.replace(tmp_rec, rec_path)
-        os.replace(tmp_idx, idx_path)
-    finally:
-        for tmp in (tmp_rec, tmp_idx):
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+
+    # the .rec first, then its index: an index never points into a file that is not there yet
+    write_file_atomic(rec_path, write_records)
+    index = "".join(f"{key}\t{offset}\n" for key, offset in offsets)
+    write_file_atomic(idx_path, lambda tmp: Path(tmp).write_text(index, encoding="ascii"))
     return rec_path, idx_path
 
 

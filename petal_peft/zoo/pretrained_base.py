@@ -22,8 +22,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import ViTConfig, ViTModel
 
+from petal_peft.files import atomic_directory
 from petal_peft.heads import CombinedMarginHead
 from petal_peft.zoo.synthetic_identities import SyntheticIdentities
 
@@ -313,9 +312,7 @@ def save_base_dir(model: ViTModel, settings: PretrainSettings, path: str | os.Pa
     """Write the base atomically to ``path``: fp16 ``model.safetensors``, ``config.json``, the image
     processor config and ``petal_base.json`` (settings, cache key, processor settings, training identities)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
+    with atomic_directory(path) as tmp:  # the umask decides the published folder's modes
         # fp16 halves the file (the shipped base stays ~2 MB); weights are read back as fp32.
         state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / _WEIGHTS_NAME), metadata={"format": "pt"})
@@ -345,17 +342,6 @@ def save_base_dir(model: ViTModel, settings: PretrainSettings, path: str | os.Pa
             "training_data": "procedural synthetic identities (not faces); see docs/real_faces.md",
         }
         (tmp / _META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        for f in tmp.iterdir():  # mkdtemp / safetensors create owner-only modes; the folder may ship
-            f.chmod(0o644)
-        tmp.chmod(0o755)
-        if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old."))
-            os.replace(path, old / "x")
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from petal_peft.files import atomic_directory
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -174,19 +174,9 @@ def _write_png(img: Image.Image, path: Path) -> None:
     _to_rgb(img).save(path, format="PNG")
 
 
-def _fresh_dir(root: Path) -> Path:
-    """A temporary sibling directory; written fully, then renamed over ``root`` (never half a layout)."""
-    root.parent.mkdir(parents=True, exist_ok=True)
+def _refuse_non_empty(root: Path) -> None:
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} exists and is not empty; choose a new folder or delete it first.")
-    return Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".tmp"))
-
-
-def _publish(tmp: Path, root: Path) -> Path:
-    if root.exists():
-        root.rmdir()
-    os.replace(tmp, root)
-    return root
 
 
 def write_train_folder(
@@ -195,8 +185,8 @@ def write_train_folder(
     """Write ``root/<identity>/<n>.png`` for the given identities (default: all)."""
     root = Path(root)
     keep = None if identities is None else set(identities)
-    tmp = _fresh_dir(root)
-    try:
+    _refuse_non_empty(root)
+    with atomic_directory(root) as tmp:  # written fully, then renamed into place: never half a layout
         for identity, images in group_by_identity(samples).items():
             if keep is not None and identity not in keep:
                 continue
@@ -204,10 +194,7 @@ def write_train_folder(
             d.mkdir()
             for n, img in enumerate(images):
                 _write_png(img, d / f"{n}.png")
-        return _publish(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return root
 
 
 _FILE_RE = re.compile(r"^(?P<identity>[^_]+)_(?P<n>\d+)\.png$")
@@ -247,9 +234,9 @@ def write_eval_folders(
     for name in mated:
         if len(groups[name]) < 2:
             raise ValueError(f"identity {name!r} has {len(groups[name])} image(s); a probe identity needs >= 2.")
-    tmp = _fresh_dir(root)
+    _refuse_non_empty(root)
     counts = {"Probe": 0, "Gallery_Match": 0, "Gallery_Distractor": 0}
-    try:
+    with atomic_directory(root) as tmp:
         for sub in counts:
             (tmp / sub).mkdir()
         for name in names:
@@ -265,8 +252,4 @@ def write_eval_folders(
                 sub = "Gallery_Match" if n == g else "Probe"
                 _write_png(img, tmp / sub / f"{name}_{n}.png")
                 counts[sub] += 1
-        _publish(tmp, root)
-        return counts
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return counts
