@@ -70,3 +70,21 @@ def test_score_direction_is_recorded_and_an_estimator_keeps_its_own():
         assert gate.higher_is_better is False
     with pytest.raises(TypeError, match="score_higher_is_better"):
         QualityGatedLoraConfig(score_higher_is_better="no")
+
+
+def test_gate_mode_evaluation_runs_an_opted_in_unclamped_adapter():
+    """Evaluation's gate mode passes the adapter's own unbounded quality through (a converted released model run
+    as it was trained), and still refuses out-of-range quality for a bounded adapter."""
+    from petal_peft.evaluation.extractor import EmbeddingExtractor, gated_embedder
+
+    model = gated(
+        quality_estimator="resolution",
+        gate_mode="linear_unclamped",
+        gate_threshold=-5.0,
+        allow_unbounded_quality=True,
+    )
+    out = gated_embedder(model, progress=False, flip=False).extractor("probe")(images(2))
+    assert out.quality.min() > 1.0  # far above the threshold: the unclamped rule goes past 1
+    torch.testing.assert_close(out.embeddings, torch.nn.functional.normalize(embed(model), dim=1), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="outside \\[0, 1\\]"):
+        EmbeddingExtractor(gated(), quality_fn=lambda x: torch.full((x.shape[0],), 1.5), progress=False)(images(2))

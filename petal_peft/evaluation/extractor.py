@@ -83,7 +83,7 @@ class Embeddings:
         return self.embeddings * self.norms[:, None]
 
 
-def _check_quality(q: Any, batch: int) -> torch.Tensor:
+def _check_quality(q: Any, batch: int, bounded: bool = True) -> torch.Tensor:
     if not isinstance(q, torch.Tensor):
         raise TypeError(f"the quality function must return a tensor [batch], got {type(q).__name__}.")
     q = q.reshape(-1) if q.dim() == 2 and q.shape[1] == 1 else q
@@ -91,9 +91,10 @@ def _check_quality(q: Any, batch: int) -> torch.Tensor:
         raise ValueError(f"the quality function returned shape {tuple(q.shape)} for a batch of {batch} images.")
     if not q.is_floating_point() or not torch.isfinite(q).all():
         raise ValueError("the quality function returned non-float or non-finite values.")
-    if (q < 0).any() or (q > 1).any():
+    if bounded and ((q < 0).any() or (q > 1).any()):
         raise ValueError(
-            f"the quality function returned values in [{float(q.min()):.4g}, {float(q.max()):.4g}], outside [0, 1]."
+            f"the quality function returned values in [{float(q.min()):.4g}, {float(q.max()):.4g}], outside [0, 1] "
+            "(only an adapter with allow_unbounded_quality=True takes such values)."
         )
     return q
 
@@ -103,7 +104,8 @@ class EmbeddingExtractor:
 
     ``quality_fn`` (pixel_values -> q in [0, 1]) runs on every batch, flipped batch included; with
     ``pass_quality`` the q is passed to the model as ``quality=`` (the gated adapter), otherwise it is only
-    recorded (for the quality histogram).
+    recorded (for the quality histogram). ``quality_bounded=False`` lets q leave [0, 1], for an adapter that opted
+    in (``allow_unbounded_quality``, the reference's unclamped gate).
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class EmbeddingExtractor:
         device: str | torch.device | None = None,
         progress: bool = True,
         name: str = "",
+        quality_bounded: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -126,6 +129,7 @@ class EmbeddingExtractor:
         self.embed_fn = embed_fn or pooled_embedding
         self.quality_fn = quality_fn
         self.pass_quality = pass_quality
+        self.quality_bounded = quality_bounded
         self.flip = flip
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -140,7 +144,7 @@ class EmbeddingExtractor:
     def _features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         q = None
         if self.quality_fn is not None:
-            q = _check_quality(self.quality_fn(pixel_values), pixel_values.shape[0])
+            q = _check_quality(self.quality_fn(pixel_values), pixel_values.shape[0], self.quality_bounded)
         x = pixel_values.to(self.dtype)
         out = (
             self.model(pixel_values=x, quality=q)
@@ -309,8 +313,13 @@ def gated_embedder(
     the q values are recorded.
     """
     fn = quality_fn
-    if fn is None:
+    try:
         settings = adapter_gate_settings(peft_model)
+    except TypeError:
+        if fn is None:
+            raise
+        settings = {}  # a stand-in model with its own quality function
+    if fn is None:
         tuner = getattr(peft_model, "base_model", None)
         if hasattr(tuner, "estimate_quality"):
             if not settings.get("quality_estimator"):
@@ -318,7 +327,10 @@ def gated_embedder(
             fn = tuner.estimate_quality
         else:
             fn = build_quality_fn(settings)
-    ex = EmbeddingExtractor(peft_model, quality_fn=fn, pass_quality=True, name="gate", **extractor_kwargs)
+    bounded = not settings.get("allow_unbounded_quality", False)
+    ex = EmbeddingExtractor(
+        peft_model, quality_fn=fn, pass_quality=True, name="gate", quality_bounded=bounded, **extractor_kwargs
+    )
     return SingleEncoderEmbedder(ex, mode="gate")
 
 
