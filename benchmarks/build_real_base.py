@@ -1,7 +1,7 @@
 """Build the real-face base (a face transformer distilled from dlib's ResNet) and print its accuracy next to the
 teacher's, measured in the same run on real faces (LFW View-2 pairs of folds 0-2).
 
-    python benchmarks/build_real_base.py --faces ../shared/faces --out DIR [--cache DIR] [--plot PNG]
+    python benchmarks/real_faces.py build-base --faces ../shared/faces --out DIR [--cache DIR] [--plot PNG]
 
 Needs the ``align`` extra (dlib, for alignment; the teacher itself runs in torch) and the face photos (LFW View-2
 with pairs_view2.csv, optionally Glint360K celebrities): research use only, never copied into the repository.
@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from petal_peft.files import write_file_atomic  # noqa: E402
 from petal_peft.zoo.real_base import RECORD_NAME, RealBaseSettings, build_real_face_base  # noqa: E402
 
 
@@ -41,8 +42,7 @@ def plot_curve(record: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    write_file_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 
@@ -59,9 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.settings) - fields)
     if unknown:
         p.error(f"unknown settings {unknown}; known: {sorted(fields)}")
-    settings = RealBaseSettings(**args.settings)
     started = time.time()
-    record = build_real_face_base(args.faces, args.out, settings, cache_dir=args.cache, progress=not args.no_progress)
+    try:
+        settings = RealBaseSettings(**args.settings)
+        record = build_real_face_base(
+            args.faces, args.out, settings, cache_dir=args.cache, progress=not args.no_progress
+        )
+    except (ValueError, TypeError, OSError, ImportError) as err:
+        print(f"build-base: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     wall = time.time() - started
     m = record["metrics"]
     print(f"\nReal faces: LFW View-2 pairs of folds 0-2 ({m['student']['num_folds']}-fold, 1,800 pairs, unseen people)")

@@ -4,6 +4,7 @@
     python benchmarks/real_faces.py split --faces /path/to/faces      # the groups and split sizes, no training
     python benchmarks/real_faces.py budget --faces DIR --base DIR --minutes 75   # timed: the --steps that fit
     python benchmarks/real_faces.py run --faces DIR --out DIR --quick  # pipeline check: tiny random base, 1 seed
+    python benchmarks/real_faces.py build-base --faces DIR --out DIR   # (re)build the real-face base (~25 min)
 
 ``--faces`` is the folder holding ``lfw/`` (LFW images + ``pairs_view2.csv``) and optional extra sets such as
 ``glint_celeb24/``; images are read from there and never copied into the repository (keep ``--out`` outside
@@ -40,6 +41,11 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser(
+        "build-base",
+        add_help=False,
+        help="build the real-face base: distil dlib's ResNet into a face transformer (see build-base --help)",
+    )
     run = sub.add_parser("run", help="train and evaluate every row for every seed; write the report")
     _add_data_flags(run)
     run.add_argument("--base", default=None, help="the real face base (a folder AutoModel loads); or 'standin-vit'")
@@ -161,6 +167,12 @@ def budget(settings, methods, plan, minutes: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["build-base"]:  # the builder keeps its own script and flags
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from build_real_base import main as build_base
+
+        return build_base(argv[1:])
     args = parse_args(argv)
     try:
         settings = settings_from_args(args)

@@ -333,6 +333,11 @@ def test_cli_split_and_one_line_errors(faces, tmp_path, capsys):
     assert err.startswith("real_faces.py run: error:") and err.count("\n") == 1
     assert cli.main(["run", "--faces", str(faces), "--out", str(REPO / "outputs" / "x"), "--base", "random"]) == 2
     assert "inside the repository" in capsys.readouterr().err
+    # build-base: the base builder behind the same script, with the same one-line errors
+    assert cli.main(["build-base", "--faces", str(tmp_path / "none"), "--out", str(tmp_path / "base")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("build-base: error:") and "lfw" in err and err.count("\n") == 1
+    assert not (tmp_path / "base").exists()
 
 
 @pytest.mark.skipif(not (SHARED_FACES / "lfw").is_dir(), reason="the shared real faces (../shared/faces) are absent")

@@ -786,7 +786,7 @@ augmented image. Loss: cosine distance to the teacher's descriptor centred on it
 {s.min_lr_ratio:g}x), weight decay {s.weight_decay:g}, gradient clip {s.grad_clip:g}, {s.steps} steps, seed {s.seed},
 {s.threads} torch threads. Every setting: `build_record.json`.
 
-Build: `python benchmarks/build_real_base.py --faces DIR --out DIR` ({t["total_s"] / 60:.1f} min wall on the build
+Build: `python benchmarks/real_faces.py build-base --faces DIR --out DIR` ({t["total_s"] / 60:.1f} min wall on the build
 machine: alignment {t["align_s"]:.0f} s, teacher evaluation {t["teacher_eval_s"]:.0f} s, distillation
 {t["distill_s"]:.0f} s). The same machine, torch build and thread count reproduce it.
 """
