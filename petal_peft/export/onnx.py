@@ -300,10 +300,14 @@ def export_onnx(
             ``gated_estimator`` when the adapter has a quality estimator (skipped with a warning if that
             estimator cannot be exported).
         opset: ai.onnx opset (default :data:`DEFAULT_OPSET`).
-        image_size, image_mean, image_std: preprocessing recorded in the card (default: the model config's image
-            size, the adapter's or the model folder's normalisation, else 0.5 / 0.5).
-        quality_estimator, quality_estimator_kwargs: override the adapter's estimator for ``gated_estimator``.
-        high_quality, low_quality: merge qualities of the gallery and probe encoders.
+        image_size: input size recorded in the card (default: the model config's).
+        image_mean: normalisation mean recorded in the card (default: the adapter's or the model folder's, else
+            0.5).
+        image_std: normalisation std, likewise.
+        quality_estimator: override the adapter's estimator for ``gated_estimator``.
+        quality_estimator_kwargs: its keyword arguments.
+        high_quality: merge quality of the gallery encoder.
+        low_quality: merge quality of the probe encoder.
         check: run every part under onnxruntime against PyTorch (random and smooth images, mixed per-image
             qualities, batch 5 and 1) and raise :class:`ExportParityError` beyond ``tolerance``.
     """
