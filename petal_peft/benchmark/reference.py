@@ -8,8 +8,6 @@ petal-peft clone: ``pip install -e '.[align]'``).
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -30,24 +28,14 @@ REFERENCE_MODELS = Registry("reference model")
 
 def dlib_model_files() -> tuple[str, str]:
     """(5-point landmark model, ResNet descriptor model) of the installed face-recognition-models package."""
-    from ..extras import MissingExtraError, install_hint, require
+    from ..align.model_files import dlib_model_file
+    from ..extras import require
 
     require("dlib", "align", "the dlib reference row")
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingExtraError(
-            f"the dlib reference row needs dlib's model files from face-recognition-models ({install_hint('align')})."
-        )
-    # read the folder directly: the package's own helpers import pkg_resources, gone from recent setuptools
-    models = os.path.join(spec.submodule_search_locations[0], "models")
-    files = (
-        os.path.join(models, "shape_predictor_5_face_landmarks.dat"),
-        os.path.join(models, "dlib_face_recognition_resnet_model_v1.dat"),
+    return (
+        str(dlib_model_file("shape_predictor_5_face_landmarks.dat")),
+        str(dlib_model_file("dlib_face_recognition_resnet_model_v1.dat")),
     )
-    for path in files:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"dlib model file {path} is missing; reinstall ({install_hint('align')}).")
-    return files
 
 
 _WORKER: dict[str, Any] = {}

@@ -130,11 +130,18 @@ class FaceCanvases:
         return cls(images, margin, methods)
 
     def save(self, path: str | os.PathLike) -> None:
-        np.savez(path, images=self.images, margin=self.margin, methods=np.array(self.methods))
+        """Write an .npz atomically (an interrupted build leaves no half cache behind)."""
+        from petal_peft.files import write_file_atomic
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, images=self.images, margin=self.margin, methods=np.array(self.methods))
+
+        write_file_atomic(path, write)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FaceCanvases:
-        with np.load(path) as d:
+        with np.load(path, allow_pickle=False) as d:
             return cls(d["images"], int(d["margin"]), [str(m) for m in d["methods"]])
 
 
