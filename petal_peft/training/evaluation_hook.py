@@ -51,7 +51,8 @@ class TinyFaceEvaluationHook:
         metrics: tuple[str, ...] | None = None,
         progress: bool = False,
     ) -> None:
-        from ..evaluation import ImageTransform, TinyFaceEvaluator
+        from ..embedding.images import ImageTransform
+        from ..evaluation import TinyFaceEvaluator
 
         if mode not in ("auto", "gate", "proxy"):
             raise ValueError(f"mode must be 'auto', 'gate' or 'proxy', got {mode!r}.")
@@ -65,7 +66,7 @@ class TinyFaceEvaluationHook:
         self.dataset_name = "TinyFace-style"
 
     def embedder(self, peft_model: nn.Module) -> Any:
-        from ..evaluation.extractor import adapter_gate_settings, gated_embedder, proxy_embedder_from_adapter
+        from ..embedding.extractor import adapter_gate_settings, gated_embedder, proxy_embedder_from_adapter
 
         mode = self.mode
         if mode == "auto":

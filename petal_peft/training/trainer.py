@@ -143,7 +143,7 @@ def _sources(config: FaceAdapterTrainingConfig, image_size: int) -> tuple[str, s
             "--train_data is required with --base_model (the embedded face set exists only for the embedded "
             "default base); run with neither for the embedded default."
         )
-    from ..zoo.pretrained_base import base_cache_dir
+    from ..recipes.synthetic_base import base_cache_dir
     from .embedded import prepare_embedded_data
 
     data = prepare_embedded_data(base_cache_dir(), image_size=image_size, seed=0)
@@ -497,7 +497,7 @@ class _PlainTinyFaceHook(TinyFaceEvaluationHook):
     """The TinyFace hook for the ungated baselines: one encoder for probes and gallery alike."""
 
     def embedder(self, peft_model: torch.nn.Module) -> Any:
-        from ..evaluation.extractor import plain_embedder
+        from ..embedding.extractor import plain_embedder
 
         return plain_embedder(peft_model, **self.extractor_kwargs)
 
