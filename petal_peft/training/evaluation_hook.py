@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["EvaluationHook", "TinyFaceEvaluationHook", "preserved_rng"]
+__all__ = ["EvaluationHook", "PlainTinyFaceEvaluationHook", "TinyFaceEvaluationHook", "preserved_rng"]
 
 #: ``hook(peft_model) -> {metric name: value}``
 EvaluationHook = Callable[[nn.Module], dict[str, Any]]
@@ -82,3 +82,12 @@ class TinyFaceEvaluationHook:
         out = {name: float(metrics[name]) for name in self.metrics if name in metrics}
         out["mode"] = embedder.mode
         return out
+
+
+class PlainTinyFaceEvaluationHook(TinyFaceEvaluationHook):
+    """The TinyFace hook for the ungated baselines: one encoder for probes and gallery alike."""
+
+    def embedder(self, peft_model: nn.Module) -> Any:
+        from ..embedding.extractor import plain_embedder
+
+        return plain_embedder(peft_model, **self.extractor_kwargs)
