@@ -12,6 +12,8 @@ import pytest
 
 from petal_peft.benchmark import MethodSpec, format_table, quick_settings, run_benchmark, write_outputs
 
+pytestmark = pytest.mark.slow  # runs the benchmark end to end (trains every method)
+
 
 def _methods():
     return [

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from tests.test_training_helpers import make_eval_folder, make_face_folder, make_tiny_base
+from testing_utils import make_eval_folder, make_face_folder, make_tiny_base
 
 
 def _config(tmp_path, method, **overrides):
@@ -76,6 +75,7 @@ def test_plain_lora_matches_the_trainable_parameter_count(inputs):
     assert lora_cfg["default"].r == 4 and lora_cfg["default"].lora_alpha == 4  # rank 2r, same scale
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_baseline_trains_saves_and_reloads(inputs, method):
     from peft import PeftModel

@@ -151,6 +151,7 @@ def test_preparation_is_pluggable_and_runs_once_per_image(faces):
         DATA_SOURCES.get("real_faces")(_settings(faces, prepare="test-wrong-size"), 16)
 
 
+@pytest.mark.slow
 def test_parallel_preparation_gives_the_same_images(faces):
     pids = []
 
@@ -223,6 +224,7 @@ def run(faces, tmp_path_factory):
     return results, files, out
 
 
+@pytest.mark.slow
 def test_rows_seeds_and_paired_differences(run):
     results, _, _ = run
     rows = results["rows"]
@@ -249,6 +251,7 @@ def test_rows_seeds_and_paired_differences(run):
     assert results["data_summary"]["eval"]["pairs"] == 30 and results["real_faces"]
 
 
+@pytest.mark.slow
 def test_saved_models_reload_and_metrics_sit_next_to_them(run, faces):
     from peft import PeftModel
     from transformers import AutoModel
@@ -273,6 +276,7 @@ def test_saved_models_reload_and_metrics_sit_next_to_them(run, faces):
     assert not (out / "work").exists() and not images
 
 
+@pytest.mark.slow
 def test_resume_reads_finished_rows_back(run, faces):
     results, _, out = run
     s = _settings(faces, out, base="random", seeds=(0, 1), steps=2, batch_size=8, calibration_images=16, resume=True)
@@ -289,6 +293,7 @@ def test_resume_reads_finished_rows_back(run, faces):
     )
 
 
+@pytest.mark.slow
 def test_report_is_labelled_real_faces(run):
     results, files, _ = run
     assert {p.name for p in files} == {

@@ -6,7 +6,7 @@ import pickle
 import re
 
 import pytest
-from test_training_helpers import make_face_folder, make_tiny_base, tiny_flags
+from testing_utils import make_face_folder, make_tiny_base, tiny_flags
 
 import petal_peft
 from petal_peft.cli import COMMANDS, main
@@ -17,12 +17,34 @@ def _error_lines(err: str) -> list[str]:
     return [line for line in err.replace("\r", "\n").splitlines() if line.startswith("petal-peft")]
 
 
-def test_version(capsys):
+def test_version_is_the_package_version(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0
-    assert capsys.readouterr().out.strip() == f"petal-peft {petal_peft.__version__}"
-    assert {"train", "eval"} <= set(COMMANDS)
+    printed = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"petal-peft \d+\.\d+\.\d+\S*", printed), printed
+    assert printed == f"petal-peft {petal_peft.__version__}"
+
+
+def test_the_version_is_written_in_one_place():
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "petal_peft.__version__"}
+
+
+def test_every_command_is_listed_and_answers_its_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listing = capsys.readouterr().out
+    for command in COMMANDS:
+        assert re.search(rf"^\s+{command}\b", listing, re.MULTILINE), f"{command} missing from --help:\n{listing}"
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        assert capsys.readouterr().out.startswith(f"usage: petal-peft {command} "), command
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +79,7 @@ def test_bad_training_flags_are_one_line_with_exit_2(tiny_inputs, tmp_path, caps
 
 
 def test_malicious_verification_bin_is_one_line_with_exit_2(tmp_path, capsys):
-    from tiny_models import tiny_vit
+    from testing_utils import tiny_vit
 
     class Evil:
         def __reduce__(self):

@@ -8,10 +8,12 @@ import json
 import pytest
 import torch
 from petalface_reference import SwinSpec, ViTSpec, swin_state_dict, vit_state_dict
-from test_training_helpers import SCRIPT, make_eval_folder, make_face_folder, tiny_flags
+from testing_utils import SCRIPT, make_eval_folder, make_face_folder, tiny_flags
 
 from petal_peft.cli import main
 from petal_peft.convert import convert_insightface_vit, convert_petalface_checkpoint
+
+pytestmark = pytest.mark.slow  # trains on converted backbones and evaluates them
 
 
 def train_script():

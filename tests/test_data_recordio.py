@@ -199,6 +199,7 @@ def test_bad_labels_and_images_inside_the_rec(tmp_path):
         write_recordio(tmp_path / "neg", [(_png(0), -1)])
 
 
+@pytest.mark.slow
 def test_dataloader_workers_open_their_own_file(tmp_path):
     _write(tmp_path)
     ds = RecordIODataset(tmp_path / "train", transform=FaceTransform(20))

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_training_helpers import make_face_folder, make_tiny_base, tiny_flags
+from testing_utils import make_face_folder, make_tiny_base, tiny_flags
 
 from petal_peft.cli import main as cli_main
 from petal_peft.data import DataValidationError, FaceImageFolder, build_face_dataset
@@ -68,6 +68,7 @@ def test_corrupt_images_fail_fast_by_default(tmp_path):
         train(parse_args(tiny_flags(base, data, tmp_path / "out", max_steps=1)))
 
 
+@pytest.mark.slow
 def test_skip_corrupt_images_trains_and_lists_what_was_skipped(tmp_path, capsys):
     base, data = make_tiny_base(tmp_path / "base"), make_face_folder(tmp_path / "train")
     bad = _corrupt(data)

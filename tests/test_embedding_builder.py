@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import get_peft_model
-from tiny_models import images, randomize_adapters, tiny_vit
+from testing_utils import images, randomize_adapters, tiny_vit
 
 import petal_peft  # noqa: F401
 from petal_peft import QualityGatedLoraConfig

@@ -9,11 +9,9 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from peft import get_peft_model
 from PIL import Image
-from tiny_models import randomize_adapters, tiny_vit
-from torch import nn
+from testing_utils import LeftHalfBrightness, SigmoidGate, randomize_adapters, tiny_vit
 
 import petal_peft
 from petal_peft import QualityGatedLoraConfig
@@ -21,28 +19,8 @@ from petal_peft.cli import main
 from petal_peft.evaluation import metrics_to_model_index, report_to_model_index
 from petal_peft.registry import QUALITY_ESTIMATORS, QUALITY_GATES
 
-
-class CliLeftBrightness(nn.Module):
-    higher_is_better = True
-
-    def __init__(self, image_mean=None, image_std=None):
-        super().__init__()
-
-    def forward(self, pixel_values):
-        return pixel_values[..., : pixel_values.shape[-1] // 2].mean(dim=(1, 2, 3))
-
-
-class CliSigmoidGate(nn.Module):
-    def __init__(self, threshold, temperature, higher_is_better):
-        super().__init__()
-        self.threshold, self.temperature = threshold, temperature
-
-    def forward(self, score):
-        return torch.sigmoid((score - self.threshold) / self.temperature)
-
-
-QUALITY_ESTIMATORS.register("eval_cli_left_brightness", CliLeftBrightness, overwrite=True)
-QUALITY_GATES.register("eval_cli_sigmoid", CliSigmoidGate, overwrite=True)
+QUALITY_ESTIMATORS.register("eval_cli_left_brightness", LeftHalfBrightness, overwrite=True)
+QUALITY_GATES.register("eval_cli_sigmoid", SigmoidGate, overwrite=True)
 
 
 def random_image(path, rng, size=24) -> None:
@@ -175,6 +153,7 @@ def test_eval_bad_data_is_a_clear_error(workspace, tmp_path, capsys):
     assert "needs an adapter" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_dash_m_entry_point():
     out = subprocess.run(
         [sys.executable, "-m", "petal_peft.evaluate", "--help"], capture_output=True, text=True, timeout=120

@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers as T
 from peft import get_peft_model
-from tiny_models import images, randomize_adapters, tiny_vit
+from testing_utils import LeftHalfBrightness, SigmoidGate, images, randomize_adapters, tiny_vit
 from torch import nn
 
 import petal_peft
@@ -20,28 +20,6 @@ from petal_peft.evaluation import (
 )
 from petal_peft.evaluation.metrics import l2_normalize
 from petal_peft.registry import QUALITY_ESTIMATORS, QUALITY_GATES
-
-
-class LeftHalfBrightness(nn.Module):
-    """Test estimator: mean of the left half of the image, so an image and its mirror get different scores."""
-
-    higher_is_better = True
-
-    def __init__(self, image_mean=None, image_std=None):
-        super().__init__()
-
-    def forward(self, pixel_values):
-        return pixel_values[..., : pixel_values.shape[-1] // 2].mean(dim=(1, 2, 3))
-
-
-class SigmoidGate(nn.Module):
-    def __init__(self, threshold, temperature, higher_is_better):
-        super().__init__()
-        self.threshold, self.temperature = threshold, temperature
-
-    def forward(self, score):
-        return torch.sigmoid((score - self.threshold) / self.temperature)
-
 
 QUALITY_ESTIMATORS.register("eval_test_left_brightness", LeftHalfBrightness, overwrite=True)
 QUALITY_GATES.register("eval_test_sigmoid", SigmoidGate, overwrite=True)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers as T
 from peft import get_peft_model
-from tiny_models import randomize_adapters, tiny_model
+from testing_utils import randomize_adapters, tiny_model
 from torch import nn
 
 import petal_peft  # noqa: F401
@@ -63,6 +63,7 @@ def swin_export(tmp_path_factory):
     return model, paths
 
 
+@pytest.mark.slow
 def test_importing_petal_peft_and_its_export_package_does_not_import_onnx():
     code = (
         "import sys, petal_peft, petal_peft.export, petal_peft.cli.export\n"
@@ -186,10 +187,6 @@ def test_cli_export_onnx(tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "onnx"), "--parts", "probe_encoder"]) == 0
     assert "max relative difference vs PyTorch" in capsys.readouterr().out
     assert sorted(os.listdir(tmp_path / "onnx")) == ["README.md", "export_card.json", "probe_encoder.onnx"]
-    umask = os.umask(0o022)
-    os.umask(umask)
-    assert (tmp_path / "onnx").stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0o700
-    assert (tmp_path / "onnx" / "probe_encoder.onnx").stat().st_mode & 0o777 == 0o666 & ~umask
     # one line, exit 2: an adapter/base mismatch, and a part that needs an estimator the adapter lacks
     tiny_model("swin").save_pretrained(tmp_path / "swin")
     assert main(["export", "onnx", "--model", str(tmp_path / "swin"), *args[4:], "--out", str(tmp_path / "x")]) == 2

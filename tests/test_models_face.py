@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers as T
 from peft import PeftModel, get_peft_model
-from tiny_models import randomize_adapters, tiny_face_swin, tiny_face_vit
+from testing_utils import randomize_adapters, tiny_face_swin, tiny_face_vit
 
 import petal_peft
 from petal_peft.models import FaceSwinConfig, FaceSwinModel, FaceViTConfig, FaceViTModel, face_image_processor

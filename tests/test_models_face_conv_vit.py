@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 from peft import get_peft_model
-from tiny_models import randomize_adapters
+from testing_utils import adapted_module_names, randomize_adapters
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
@@ -86,11 +86,7 @@ def test_tuner_targets_attention_and_the_final_projection():
     }
     assert len(expected) == 7
     model = get_peft_model(base, QualityGatedLoraConfig(lora_dropout=0.0))
-    adapted = {
-        name.removeprefix("base_model.model.")
-        for name, module in model.named_modules()
-        if isinstance(module, QualityGatedLinear)
-    }
+    adapted = adapted_module_names(model, QualityGatedLinear)
     assert adapted == expected
     randomize_adapters(model)
     x = torch.randn(2, 3, 40, 40)

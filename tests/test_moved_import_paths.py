@@ -17,6 +17,7 @@ OLD_MODULES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("old", sorted(OLD_MODULES))
 def test_old_zoo_module_warns_and_is_the_new_module(old):
     new, name = OLD_MODULES[old]
@@ -50,3 +51,26 @@ def test_old_zoo_names_warn_and_the_shipped_loader_does_not():
         assert zoo.get_pretrained_base is get_pretrained_base
     with pytest.raises(AttributeError):
         zoo.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("module", ["petal_peft.evaluation", "petal_peft.embedding.extractor"])
+def test_the_old_name_of_adapter_quality_fn_warns(module):
+    import importlib
+
+    from petal_peft.embedding import adapter_quality_fn
+
+    with pytest.warns(DeprecationWarning, match="adapter_quality_fn"):
+        assert importlib.import_module(module).build_quality_fn is adapter_quality_fn
+
+
+def test_the_old_evaluation_json_writer_warns_and_still_writes(tmp_path):
+    import json
+
+    import numpy as np
+
+    import petal_peft.evaluation as evaluation
+
+    with pytest.warns(DeprecationWarning, match="petal_peft.files.write_json_atomic"):
+        write = evaluation.write_json_atomic
+    path = write(tmp_path / "r.json", {"a": np.float32(0.5), "b": float("nan")})
+    assert isinstance(path, str) and json.loads(open(path).read()) == {"a": 0.5, "b": None}

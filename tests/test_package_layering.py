@@ -4,6 +4,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each test imports the package in a fresh process
+
 FACE_PARTS = (
     "petal_peft.quality",
     "petal_peft.heads",

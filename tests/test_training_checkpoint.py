@@ -6,19 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
-from test_training_helpers import make_face_folder, make_tiny_base, tiny_flags
+from testing_utils import MainProcess, make_face_folder, make_tiny_base, tiny_flags
 
 from petal_peft.files import old_path, recover_directory
 from petal_peft.training import CheckpointManager, atomic_directory, parse_args, publish_directory, train
-
-
-class _MainProcess:
-    is_main_process = True
-    process_index = 0
-    num_processes = 1
-
-    def wait_for_everyone(self):
-        pass
 
 
 def _tree(path: Path) -> dict[str, bytes]:
@@ -61,7 +52,7 @@ def test_crash_between_the_two_renames_is_recovered(tmp_path, monkeypatch):
 
 
 def test_latest_ignores_partial_and_temporary_checkpoints(tmp_path):
-    manager = CheckpointManager(tmp_path, _MainProcess(), total_limit=2)
+    manager = CheckpointManager(tmp_path, MainProcess(), total_limit=2)
     for step in (2, 4, 10):
         (tmp_path / f"step_{step}").mkdir()
         (tmp_path / f"step_{step}" / "checkpoint.json").write_text("{}")
@@ -82,6 +73,7 @@ def _flags(tmp_path: Path, out: str, **kw) -> list[str]:
     return tiny_flags(base, data, tmp_path / out, max_steps=6, checkpointing_steps=2, checkpoints_total_limit=3, **kw)
 
 
+@pytest.mark.slow
 def test_interrupted_adapter_save_keeps_previous_adapter(tmp_path, monkeypatch):
     train(parse_args(_flags(tmp_path, "out")))
     good = _tree(tmp_path / "out" / "adapter")
@@ -100,6 +92,7 @@ def test_interrupted_adapter_save_keeps_previous_adapter(tmp_path, monkeypatch):
     assert not [name for name in os.listdir(tmp_path / "out") if name.startswith(".adapter")]  # no temp left
 
 
+@pytest.mark.slow
 def test_interrupted_checkpoint_is_ignored_and_resume_is_exact(tmp_path, monkeypatch):
     train(parse_args(_flags(tmp_path, "full")))
     reference = _tree(tmp_path / "full" / "adapter")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
-from test_training_helpers import make_face_folder, make_tiny_base, tiny_flags
+from testing_utils import make_face_folder, make_tiny_base, tiny_flags
 
 from petal_peft.data import DataValidationError
 from petal_peft.training import FaceAdapterTrainingConfig, parse_args, render_model_card, train
@@ -123,7 +123,7 @@ def test_dataset_smaller_than_a_batch_is_named(tmp_path, monkeypatch):
 
 
 def test_eval_split_as_training_data_is_refused(tmp_path, monkeypatch):
-    from test_training_helpers import make_eval_folder
+    from testing_utils import make_eval_folder
 
     base = make_tiny_base(tmp_path / "base")
     monkeypatch.setattr("petal_peft.training.trainer.load_base_model", _no_model)
@@ -175,29 +175,22 @@ def test_model_card_content():
     assert local.data.base_model is None and "model-index" not in local.data.to_dict()
 
 
+@pytest.mark.slow
 def test_trained_folder_loads_and_push_uploads_it(tmp_path, monkeypatch):
     import torch
     from peft import PeftModel
+    from testing_utils import fake_hub_api
     from transformers import ViTModel
 
     import petal_peft  # noqa: F401
     from petal_peft.heads import load_head
 
+    def check_upload(kwargs):
+        assert (Path(kwargs["folder_path"]) / "adapter_model.safetensors").is_file()
+
     calls = []
-
-    class FakeApi:
-        def __init__(self, token=None):
-            calls.append(("init", token))
-
-        def create_repo(self, **kwargs):
-            calls.append(("create_repo", kwargs))
-
-        def upload_folder(self, **kwargs):
-            calls.append(("upload_folder", kwargs))
-            assert (Path(kwargs["folder_path"]) / "adapter_model.safetensors").is_file()
-            return "https://huggingface.co/me/petal/commit/abc"
-
-    monkeypatch.setattr("petal_peft.training.model_card.HfApi", FakeApi)
+    fake_api = fake_hub_api(calls, check_upload, "https://huggingface.co/me/petal/commit/abc")
+    monkeypatch.setattr("petal_peft.training.model_card.HfApi", fake_api)
     base = make_tiny_base(tmp_path / "base")
     data = make_face_folder(tmp_path / "train")
     out = tmp_path / "out"

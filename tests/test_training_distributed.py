@@ -8,45 +8,22 @@ other random choice (order, degradations, flips) is seeded per image and epoch, 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_training_helpers import SCRIPT, make_face_folder, make_tiny_base, run_script, subprocess_env, tiny_flags
+from testing_utils import SCRIPT, make_face_folder, make_tiny_base, run_script, tiny_flags, torchrun
+
+pytestmark = pytest.mark.slow  # launches torchrun
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
 def _torchrun(argv: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(_free_port()),
-            str(SCRIPT),
-            *argv,
-        ],
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return torchrun(SCRIPT, argv, capture_output=True, text=True)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
 def test_two_processes_match_one_process_with_same_global_batch(tmp_path):
     base = make_tiny_base(tmp_path / "base")
     data = make_face_folder(tmp_path / "train", identities=4, per_identity=9)  # 36 images: 4 global batches of 8

@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from test_training_helpers import (
+import pytest
+from testing_utils import (
     SCRIPT,
     make_face_folder,
     make_tiny_base,
@@ -16,6 +17,8 @@ from test_training_helpers import (
     subprocess_env,
     tiny_flags,
 )
+
+pytestmark = pytest.mark.slow  # kills a training process and resumes it
 
 # Sleeps in every forward so the run is slow enough to be killed mid-way (test-side patch, library untouched).
 SLOW_RUNNER = """

@@ -11,21 +11,19 @@ import time
 from pathlib import Path
 
 import pytest
-from test_training_helpers import SCRIPT, make_face_folder, make_tiny_base, subprocess_env, tiny_flags
+from testing_utils import SCRIPT, make_face_folder, make_tiny_base, subprocess_env, tiny_flags, train_tiny_run
 
 from petal_peft.cli import main as cli_main
 from petal_peft.training import parse_args, train
 from petal_peft.training.run_guard import LOCK_NAME, RESUMABLE_FIELDS, output_dir_lock
 
+pytestmark = pytest.mark.slow  # trains, and launches concurrent training processes
+
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """4 steps, checkpoints at 2 and 4 (trained once for the module)."""
-    root = tmp_path_factory.mktemp("run")
-    base, data = make_tiny_base(root / "base"), make_face_folder(root / "train")
-    flags = tiny_flags(base, data, root / "out", max_steps=4, checkpointing_steps=2, checkpoints_total_limit=3)
-    train(parse_args(flags))
-    return root, flags
+    return train_tiny_run(tmp_path_factory.mktemp("run"))
 
 
 def _copy_run(finished_run, tmp_path: Path, *, keep_adapter: bool = False) -> tuple[Path, list[str]]:

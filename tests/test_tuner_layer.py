@@ -3,7 +3,7 @@
 import pytest
 import torch
 from peft import get_peft_model
-from tiny_models import embedding, images, randomize_adapters, tiny_model, tiny_vit
+from testing_utils import embedding, images, randomize_adapters, tiny_model, tiny_vit
 from torch import nn
 
 import petal_peft

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from peft import PeftModel, get_peft_model
-from tiny_models import randomize_adapters, tiny_vit
+from testing_utils import randomize_adapters, tiny_vit
 
 import petal_peft
 from petal_peft import QualityGatedLoraConfig

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 import torch
 from peft import get_peft_model
-from tiny_models import embedding, images, randomize_adapters, tiny_vit
+from testing_utils import embedding, images, randomize_adapters, tiny_vit
 from torch import nn
 
 import petal_peft
@@ -51,6 +51,7 @@ def test_merge_adapter_then_unmerge_restores_the_gated_model():
     torch.testing.assert_close(embedding(model(pixel_values=x, quality=q)), before)
 
 
+@pytest.mark.slow
 def test_proxy_encoders_load_without_petal_peft(tmp_path):
     model = gated_vit()
     x = images(2)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from peft import PeftConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
-from tiny_models import embedding, images, randomize_adapters, tiny_vit
+from testing_utils import embedding, images, randomize_adapters, tiny_vit
 
 from petal_peft import QualityGatedLoraConfig
 
@@ -25,6 +25,7 @@ def saved_adapter(path, **config):
     return model
 
 
+@pytest.mark.slow
 def test_round_trip_in_a_fresh_process_gives_identical_outputs(tmp_path):
     model = saved_adapter(tmp_path / "adapter")
     x, q = images(3), torch.tensor([0.0, 0.4, 1.0])
@@ -36,7 +37,7 @@ def test_round_trip_in_a_fresh_process_gives_identical_outputs(tmp_path):
         sys.path.insert(0, {HERE!r})
         import petal_peft
         from peft import PeftModel
-        from tiny_models import tiny_vit, embedding
+        from testing_utils import tiny_vit, embedding
         inputs = torch.load({str(tmp_path / "inputs.pt")!r}, weights_only=True)
         model = PeftModel.from_pretrained(tiny_vit(), {str(tmp_path / "adapter")!r})
         out = embedding(model(pixel_values=inputs["x"], quality=inputs["q"]))
@@ -107,6 +108,7 @@ def test_adapter_for_another_architecture_is_refused(tmp_path):
         PeftModel.from_pretrained(tiny_vit(), tmp_path)
 
 
+@pytest.mark.slow
 def test_without_import_peft_fails_with_keyerror_and_card_says_what_to_do(tmp_path):
     saved_adapter(tmp_path)
     script = textwrap.dedent(
@@ -114,7 +116,7 @@ def test_without_import_peft_fails_with_keyerror_and_card_says_what_to_do(tmp_pa
         import sys
         sys.path.insert(0, {HERE!r})
         from peft import PeftModel
-        from tiny_models import tiny_vit
+        from testing_utils import tiny_vit
         try:
             PeftModel.from_pretrained(tiny_vit(), {str(tmp_path)!r})
         except KeyError as error:

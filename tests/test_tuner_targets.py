@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 from peft import get_peft_model
-from tiny_models import embedding, images, randomize_adapters, tiny_model
+from testing_utils import adapted_module_names, embedding, images, randomize_adapters, tiny_model
 from torch import nn
 
 from petal_peft import QualityGatedLinear, QualityGatedLoraConfig
@@ -33,11 +33,7 @@ def test_default_targets_are_qkv_plus_final_projection(kind):
     expected = {name for name in linear_names if re.fullmatch(EXPECTED[kind], name)}
     assert expected, "the tiny model has no such layers: the expectation itself is wrong"
     model = get_peft_model(base, QualityGatedLoraConfig(lora_dropout=0.0))
-    adapted = {
-        name.removeprefix("base_model.model.")
-        for name, module in model.named_modules()
-        if isinstance(module, QualityGatedLinear)
-    }
+    adapted = adapted_module_names(model, QualityGatedLinear)
     assert adapted == expected
     randomize_adapters(model)
     x = images(2)

@@ -1,15 +1,12 @@
 """Gradient checkpointing, torch.compile and DDP give the same results as plain eager training."""
 
 import os
-import socket
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 from peft import get_peft_model
-from tiny_models import embedding, images, randomize_adapters, tiny_vit
+from testing_utils import embedding, images, randomize_adapters, tiny_vit, torchrun
 
 from petal_peft import QualityGatedLoraConfig
 
@@ -49,6 +46,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(use_reentrant):
         torch.testing.assert_close(checkpointed[name], reference[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_torch_compile_has_no_graph_break_and_no_recompile_per_quality():
     torch._dynamo.reset()
     model = gated_vit()
@@ -69,7 +67,7 @@ DDP_SCRIPT = textwrap.dedent(
     sys.path.insert(0, {here!r})
     import petal_peft
     from peft import get_peft_model
-    from tiny_models import tiny_vit, randomize_adapters, images, embedding
+    from testing_utils import tiny_vit, randomize_adapters, images, embedding
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -93,33 +91,12 @@ DDP_SCRIPT = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
 def test_ddp_two_processes_match_one_process_on_the_full_batch(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT.format(here=HERE, out=str(tmp_path / "grads.pt")))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(free_port()),
-            str(script),
-        ],
-        check=True,
-        env=env,
-        timeout=300,
-    )
+    torchrun(script, [], timeout=300, check=True)
     ddp_grads = torch.load(tmp_path / "grads.pt", weights_only=True)
     model = gated_vit()
     x, q = images(4, seed=3), torch.tensor([0.0, 0.3, 0.7, 1.0])

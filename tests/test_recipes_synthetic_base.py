@@ -86,6 +86,7 @@ def test_shipped_folder_loads_with_plain_transformers():
     assert list(proc.image_mean) == list(pb.IMAGE_MEAN)
 
 
+@pytest.mark.slow
 def test_rebuilding_shipped_settings_is_deterministic_on_tiny_step_count():
     short = dataclasses.replace(pb.PretrainSettings(), steps=2, batch_size=8, num_identities=16, images_per_identity=2)
     a = pb.build_pretrained_base(short, progress=False)
@@ -119,8 +120,17 @@ def test_cache_dir_from_env_and_key_depends_on_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("PETAL_PEFT_CACHE", str(tmp_path / "env"))
     assert pb.base_cache_dir() == tmp_path / "env"
     assert pb.base_cache_dir(tmp_path / "x") == tmp_path / "x"
-    assert TINY.cache_key() != dataclasses.replace(TINY, steps=3).cache_key()
-    assert TINY.cache_key() == dataclasses.replace(TINY).cache_key()
+    # every setting is in the key ...
+    for field in dataclasses.fields(TINY):
+        value = getattr(TINY, field.name)
+        changed = 2 * value if isinstance(value, (int, float)) and value else value + 1
+        if field.name == "num_attention_heads":
+            changed = 1  # hidden_size must stay divisible
+        other = dataclasses.replace(TINY, **{field.name: changed})
+        assert other.cache_key() != TINY.cache_key(), field.name
+    # ... and nothing else: settings rebuilt from their saved JSON (a new object) give the same key
+    rebuilt = pb.PretrainSettings(**json.loads(json.dumps(TINY.to_dict())))
+    assert rebuilt is not TINY and rebuilt.cache_key() == TINY.cache_key()
 
 
 def test_load_base_dir_rejects_foreign_folder(tmp_path):

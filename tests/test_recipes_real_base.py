@@ -23,8 +23,10 @@ from petal_peft.recipes.real_base import (
     build_student,
     distill,
     distillation_loss,
+    normalizer,
     save_real_face_base,
     student_embed_fn,
+    teacher_descriptor_mean,
     verification_accuracy,
 )
 
@@ -141,6 +143,25 @@ def test_distillation_is_deterministic_and_learns(architecture):
         stem = build_student(s, teacher).embeddings.stem
         torch.testing.assert_close(stem.units[1].conv1.weight, teacher.units[1].conv1.weight)
         torch.testing.assert_close(runs[0][0]["embeddings.stem.conv.weight"], teacher.stem.weight)
+    # learning: on four canvases seen whole every step (no augmentation), the loss on exactly those views falls
+    s = replace(s, **NO_AUGMENTATION)
+    canvases = random_canvases(n=s.batch_size)
+    torch.manual_seed(0)
+    student = build_student(s, teacher)
+    before = loss_on_all_views(student, teacher, canvases, s)
+    distill(student, teacher, canvases, s, progress=False)
+    after = loss_on_all_views(student, teacher, canvases, s)
+    assert after < 0.97 * before, (before, after)
+
+
+def loss_on_all_views(student, teacher, canvases: FaceCanvases, s: RealBaseSettings) -> float:
+    """The distillation loss of ``student`` on every canvas's (student view, teacher view), in eval mode."""
+    sampler = ViewSampler(s, canvases.margin)
+    student_x, teacher_x = sampler.sample(canvases.tensor(list(range(len(canvases.images)))), torch.Generator())
+    with torch.no_grad():
+        mean = teacher_descriptor_mean(teacher, canvases, sampler)
+        out = student.eval()(pixel_values=normalizer(s)(student_x)).pooler_output
+        return distillation_loss(out, teacher(teacher_x), mean, s)["loss"].item()
 
 
 def test_conv_vit_needs_the_teacher():
