@@ -15,11 +15,12 @@ so this module imports nothing of petal-peft.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = [
     "old_path",
     "publish_directory",
     "recover_directory",
+    "to_jsonable",
     "write_file_atomic",
     "write_json_atomic",
 ]
@@ -89,6 +91,21 @@ def write_file_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> 
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def to_jsonable(obj: Any) -> Any:
+    """numpy / torch scalars and arrays -> plain Python, tuples -> lists, NaN and inf -> None (strict JSON)."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist") and getattr(obj, "ndim", 0) > 0:  # numpy array or tensor
+        return to_jsonable(obj.tolist())
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, sort_keys: bool = False) -> Path:

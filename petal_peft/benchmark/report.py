@@ -13,25 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from ..files import write_file_atomic, write_json_atomic
+from ..evaluation import plots
+from ..files import to_jsonable, write_file_atomic, write_json_atomic
 from .sources.synthetic import SYNTHETIC_NOTE
 
 __all__ = ["data_tag", "format_table", "plot_cmc", "plot_forgetting", "write_json", "write_outputs"]
 
 TRAINED_BASELINES = ("pretrained", "full", "lora")
-
-
-def finite(obj: Any) -> Any:
-    """NaN and infinities become None, tuples lists (strict JSON)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return finite(obj.item())
-    return obj
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -44,7 +32,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Strict JSON (NaN and infinities written as null), atomically."""
-    return write_json_atomic(path, finite(obj))
+    return write_json_atomic(path, to_jsonable(obj))
 
 
 def data_tag(results: dict[str, Any]) -> str:
@@ -128,44 +116,17 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    write_file_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
-    return path
-
-
 def _is_reference(r: dict[str, Any]) -> bool:
     return str(r["method"]).endswith("-reference")
 
 
 def plot_cmc(results: dict[str, Any], path: Path, max_rank: int = 20) -> Path:
-    """CMC (eval group, mean over seeds) per (method, mode)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for r in results["rows"].values():
-        if "eval/cmc" not in r:
-            continue
-        cmc = np.asarray(r["eval/cmc"])[:max_rank]
-        style = ":" if _is_reference(r) else "--" if r["method"] in TRAINED_BASELINES else "-"
-        ax.plot(
-            np.arange(1, len(cmc) + 1), cmc, style, marker="o", markersize=2.5, label=f"{r['label']} (R1 {cmc[0]:.1f})"
-        )
-    ax.set_xlabel("rank")
-    ax.set_ylabel("identification rate (%)")
-    ax.set_title(f"Low-res probes vs high-res gallery, CMC\n({data_tag(results)})", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=7)
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    """CMC (eval group, mean over seeds) per (method, mode): dotted references, dashed trained baselines."""
+    rows = [r for r in results["rows"].values() if "eval/cmc" in r]
+    curves = {r["label"]: np.asarray(r["eval/cmc"]) / 100.0 for r in rows}
+    styles = {r["label"]: ":" if _is_reference(r) else "--" if r["method"] in TRAINED_BASELINES else "-" for r in rows}
+    title = f"Low-res probes vs high-res gallery, CMC\n({data_tag(results)})"
+    return Path(plots.plot_cmc(curves, path, title, max_rank, styles=styles, small=True))
 
 
 def _bar_colour(r: dict[str, Any]) -> str:
@@ -176,7 +137,7 @@ def _bar_colour(r: dict[str, Any]) -> str:
 
 def plot_forgetting(results: dict[str, Any], path: Path) -> Path:
     """Two panels: change of LR rank-1 and of HR verification accuracy vs the untouched base (error = std)."""
-    plt = _pyplot()
+    plt = plots.pyplot()
     rows = [r for r in results["rows"].values() if r["method"] != "pretrained" and "eval/delta_rank-1" in r]
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.9 + 0.42 * max(len(rows), 4)))
     labels = [r["label"] for r in rows]
@@ -198,7 +159,7 @@ def plot_forgetting(results: dict[str, Any], path: Path) -> Path:
         ax.grid(axis="x", alpha=0.3)
         ax.invert_yaxis()
     fig.suptitle(f"Gain on low resolution vs forgetting on high resolution ({data_tag(results)})", fontsize=10)
-    out = _save(fig, path)
+    out = Path(plots.save_png(fig, path))
     plt.close(fig)
     return out
 

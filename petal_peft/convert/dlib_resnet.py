@@ -155,8 +155,15 @@ def face_resnet_from_dlib(net: DlibNetwork) -> DlibFaceResNet:
 
 
 def load_dlib_face_resnet(path: str | os.PathLike | None = None) -> DlibFaceResNet:
-    """dlib's face descriptor network from ``path`` (default: the installed ``face_recognition_models`` file).
+    """dlib's face descriptor network, read from its ``.dat`` file.
 
-    Needs no dlib: the file is parsed in Python. The model is returned in eval mode, on CPU, in float32.
+    Needs no dlib: the file is parsed in Python.
+
+    Args:
+        path: dlib's ``dlib_face_recognition_resnet_model_v1.dat`` (default: the file the ``face_recognition_models``
+            package installs).
+
+    Returns:
+        The network as a :class:`~petal_peft.models.dlib_resnet.DlibFaceResNet`, in eval mode, on CPU, in float32.
     """
     return face_resnet_from_dlib(read_dlib_network(dlib_face_model_path() if path is None else path))

@@ -130,7 +130,16 @@ def load_olivetti_faces(data_home: str | os.PathLike | None = None) -> list[Face
 
 
 def load_real_faces(source: str = "olivetti", **kwargs) -> list[FaceSample]:
-    """Load a real face set by name: ``"olivetti"`` (kwargs: data_home) or ``"folder"`` (kwargs: root)."""
+    """Load a real face set by name.
+
+    Args:
+        source: ``"olivetti"`` (the scikit-learn cache of the Olivetti faces) or ``"folder"``
+            (``root/<identity>/<image>``).
+        **kwargs: ``data_home`` for ``"olivetti"``, ``root`` for ``"folder"``.
+
+    Returns:
+        The faces as RGB images with their identity, in a deterministic order.
+    """
     if source == "olivetti":
         return load_olivetti_faces(**kwargs)
     if source == "folder":
@@ -153,6 +162,14 @@ def split_identities(
 
     The order of ``identities`` and duplicates do not matter: the unique names are sorted, then permuted by
     ``seed``. Each group with a positive fraction gets at least one identity.
+
+    Args:
+        identities: identity names (repeats allowed).
+        seed: the permutation's seed.
+        fractions: relative sizes of the pretrain, adapt and eval groups.
+
+    Returns:
+        The three groups, each sorted.
     """
     names = sorted(set(map(str, identities)))
     if len(fractions) != 3 or any((not np.isfinite(f)) or f < 0 for f in fractions) or sum(fractions) <= 0:
@@ -182,7 +199,16 @@ def _refuse_non_empty(root: Path) -> None:
 def write_train_folder(
     samples: Sequence[FaceSample], root: str | os.PathLike, identities: Sequence[str] | None = None
 ) -> Path:
-    """Write ``root/<identity>/<n>.png`` for the given identities (default: all)."""
+    """Write a training folder ``root/<identity>/<n>.png``, atomically.
+
+    Args:
+        samples: the faces.
+        root: a new or empty folder.
+        identities: the identities to write (default: all).
+
+    Returns:
+        ``root``.
+    """
     root = Path(root)
     keep = None if identities is None else set(identities)
     _refuse_non_empty(root)
@@ -212,7 +238,17 @@ def write_eval_folders(
 
     Of the given identities (default: all), a seeded ``distractor_fraction`` become distractor-only people
     (all their images in ``Gallery_Distractor``, none in ``Probe``); every other identity needs at least two
-    images: one seeded image goes to ``Gallery_Match`` and the rest to ``Probe``. Returns file counts.
+    images: one seeded image goes to ``Gallery_Match`` and the rest to ``Probe``.
+
+    Args:
+        samples: the faces.
+        root: a new or empty folder.
+        identities: the identities to use (default: all).
+        distractor_fraction: the share of identities that become distractors, in [0, 1).
+        seed: the seed of the distractor and gallery choices.
+
+    Returns:
+        The number of files written per sub-folder.
     """
     root = Path(root)
     if not 0.0 <= distractor_fraction < 1.0:

@@ -35,7 +35,12 @@ ROLES = ("gallery", "probe", "pair")
 def pooled_embedding(output: Any) -> torch.Tensor:
     """The embedding in a model output: ``pooler_output`` when present, else the CLS token of the last layer.
 
-    A plain tensor is taken as the embedding itself (a face backbone returning [B, D]).
+    Args:
+        output: a transformers model output (or a mapping with the same keys), or a plain ``[B, D]`` tensor from
+            a face backbone, which is taken as the embedding itself.
+
+    Returns:
+        The ``[B, D]`` embeddings (not normalised).
     """
     if isinstance(output, torch.Tensor):
         emb = output
@@ -106,6 +111,19 @@ class EmbeddingExtractor:
     ``pass_quality`` the q is passed to the model as ``quality=`` (the gated adapter), otherwise it is only
     recorded (for the quality histogram). ``quality_bounded=False`` lets q leave [0, 1], for an adapter that opted
     in (``allow_unbounded_quality``, the reference's unclamped gate).
+
+    Args:
+        model: the network (called as ``model(pixel_values=...)``) or any callable ``embed_fn`` can read.
+        embed_fn: turns the model output into ``[B, D]`` embeddings (default: :func:`pooled_embedding`).
+        quality_fn: pixel_values -> q per image, or None for no quality.
+        pass_quality: pass q to the model as ``quality=`` (a gated adapter) rather than only recording it.
+        flip: fuse each image's embedding with its mirror image's (flip test).
+        batch_size: images per forward pass.
+        num_workers: DataLoader workers.
+        device: where the model runs (default: CUDA when available, else CPU).
+        progress: show a progress bar.
+        name: the progress bar's label.
+        quality_bounded: refuse q outside [0, 1].
     """
 
     def __init__(
@@ -261,11 +279,18 @@ class ProxyEncoderEmbedder(Embedder):
 # ----------------------------------------------------------------------------------------------------
 
 
-def build_quality_fn(settings: Mapping[str, Any]) -> QualityFn:
-    """The quality function q = gate(estimator(pixel_values)) from an adapter's gate settings.
+def adapter_quality_fn(settings: Mapping[str, Any]) -> QualityFn:
+    """The quality function q = gate(estimator(pixel_values)) an adapter's gate settings describe, required.
 
-    ``settings`` has the keys of ``QualityGatedLoraConfig.gate_settings()``; the estimator and gate are built
-    from the shared registries exactly as the tuner builds them.
+    Unlike :func:`petal_peft.quality.quality_fn_from_settings` (which returns None when the settings name no
+    estimator), a missing estimator is an error saying what to do, and the function follows the images' device.
+
+    Args:
+        settings: the keys of ``QualityGatedLoraConfig.gate_settings()``; the estimator and gate are built from
+            the shared registries exactly as the tuner builds them.
+
+    Returns:
+        pixel_values -> q, one float per image.
     """
     from petal_peft.quality import quality_fn_from_settings
 
@@ -323,10 +348,10 @@ def gated_embedder(
         tuner = getattr(peft_model, "base_model", None)
         if hasattr(tuner, "estimate_quality"):
             if not settings.get("quality_estimator"):
-                build_quality_fn(settings)  # raises the "no quality estimator" error
+                adapter_quality_fn(settings)  # raises the "no quality estimator" error
             fn = tuner.estimate_quality
         else:
-            fn = build_quality_fn(settings)
+            fn = adapter_quality_fn(settings)
     bounded = not settings.get("allow_unbounded_quality", False)
     ex = EmbeddingExtractor(
         peft_model, quality_fn=fn, pass_quality=True, name="gate", quality_bounded=bounded, **extractor_kwargs
@@ -390,3 +415,14 @@ def load_proxy_encoders(
     if base_model is not None or peft_model is not None:
         check_proxy_encoders(folder, gallery, probe, base_model=base_model, peft_model=peft_model)
     return gallery, probe
+
+
+def __getattr__(name: str) -> Any:
+    if name == "build_quality_fn":  # the old name, which clashed with petal_peft.quality.build_quality_fn
+        import warnings
+
+        warnings.warn(
+            f"{__name__}.build_quality_fn is deprecated: use adapter_quality_fn.", DeprecationWarning, stacklevel=2
+        )
+        return adapter_quality_fn
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

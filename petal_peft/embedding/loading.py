@@ -33,8 +33,16 @@ SHIPPED_BASE_DESCRIPTION = "petal-peft small face ViT (embedded default)"
 
 
 def load_adapter(base: nn.Module, adapter_path: str | os.PathLike) -> nn.Module:
-    """The quality-gated adapter on ``base`` in eval mode (the tuner's checked loader), or an error naming the
-    mismatch."""
+    """Load a saved quality-gated adapter onto ``base`` with the tuner's checked loader.
+
+    Args:
+        base: the base model the adapter was trained on.
+        adapter_path: a folder holding ``adapter_config.json`` and ``adapter_model.safetensors``.
+
+    Returns:
+        The PeftModel in eval mode. A base of another architecture or shape is refused with an error naming the
+        mismatch.
+    """
     import petal_peft  # noqa: F401  (registers the quality-gated tuner with PEFT)
 
     return load_quality_gated_adapter(base, adapter_path).eval()

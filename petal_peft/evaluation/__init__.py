@@ -11,7 +11,6 @@ from ..embedding.extractor import (
     Embeddings,
     ProxyEncoderEmbedder,
     SingleEncoderEmbedder,
-    build_quality_fn,
     gated_embedder,
     load_proxy_encoders,
     merge_proxy_encoders,
@@ -34,7 +33,7 @@ from .metrics import (
     tar_at_far,
     template_features,
 )
-from .report import metrics_to_model_index, report_to_model_index, write_json_atomic
+from .report import metrics_to_model_index, report_to_model_index
 from .run import build_embedders, build_transform, evaluate
 from .safe_pickle import UnsafePickleError, load_verification_bin
 from .tinyface import TinyFaceEvaluator
@@ -59,7 +58,6 @@ __all__ = [
     "UnsafePickleError",
     "VerificationEvaluator",
     "build_embedders",
-    "build_quality_fn",
     "build_transform",
     "closed_set_identification",
     "evaluate",
@@ -78,5 +76,32 @@ __all__ = [
     "roc_curve",
     "tar_at_far",
     "template_features",
-    "write_json_atomic",
 ]
+
+
+def __getattr__(name: str):
+    if name == "write_json_atomic":  # one JSON writer: petal_peft.files.write_json_atomic
+        import os
+        import warnings
+
+        from ..files import to_jsonable, write_json_atomic
+
+        warnings.warn(
+            "petal_peft.evaluation.write_json_atomic is deprecated: use petal_peft.files.write_json_atomic "
+            "(with petal_peft.files.to_jsonable for numpy values).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return lambda path, obj: os.fspath(write_json_atomic(path, to_jsonable(obj)))
+    if name == "build_quality_fn":  # renamed: it clashed with petal_peft.quality.build_quality_fn
+        import warnings
+
+        from ..embedding.extractor import adapter_quality_fn
+
+        warnings.warn(
+            "petal_peft.evaluation.build_quality_fn is deprecated: use petal_peft.embedding.adapter_quality_fn.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return adapter_quality_fn
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -137,9 +137,9 @@ def _quality_histogram(groups: dict[str, np.ndarray], path: str, title: str) -> 
                     title=title,
                 )
             )
-    from .plots import plot_quality_histogram as plot_groups
+    from .plots import plot_q_by_group
 
-    return plot_groups(groups, path, title=title)
+    return plot_q_by_group(groups, path, title=title)
 
 
 def quality_of(embeddings: Any) -> np.ndarray | None:

@@ -10,7 +10,8 @@ import numpy as np
 from petal_peft.files import write_file_atomic
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -19,7 +20,8 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | os.PathLike) -> str:
+def save_png(fig, path: str | os.PathLike) -> str:
+    """Write ``fig`` as a PNG, atomically, with the umask's mode."""
     write_file_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
     return os.fspath(path)
 
@@ -37,25 +39,46 @@ def log_spaced_roc(fpr: np.ndarray, tpr: np.ndarray, num: int = 400) -> tuple[np
     return fpr[idx], tpr[idx]
 
 
-def plot_cmc(curves: Mapping[str, np.ndarray], path: str | os.PathLike, title: str = "CMC", max_rank: int = 50) -> str:
-    """CMC curves (identification rate in % against rank), one line per embedding mode."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+def plot_cmc(
+    curves: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    title: str = "CMC",
+    max_rank: int = 50,
+    *,
+    styles: Mapping[str, str] | None = None,
+    small: bool = False,
+) -> str:
+    """CMC curves (identification rate in % against rank), one line per embedding mode or method.
+
+    Args:
+        curves: label -> identification rate (a fraction) at ranks 1, 2, ...
+        path: the PNG to write.
+        title: the plot's title.
+        max_rank: the last rank drawn.
+        styles: label -> matplotlib line style (default: solid lines).
+        small: a wider figure with small legend and title fonts, for many curves.
+
+    Returns:
+        ``path``.
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5) if small else (5.5, 4))
     for label, cmc in curves.items():
         cmc = np.asarray(cmc)[:max_rank]
         ax.plot(
             np.arange(1, len(cmc) + 1),
             100.0 * cmc,
+            (styles or {}).get(label, "-"),
             marker="o",
             markersize=2.5,
-            label=f"{label} (R1 {100 * cmc[0]:.2f})",
+            label=f"{label} (R1 {100 * cmc[0]:.{1 if small else 2}f})",
         )
     ax.set_xlabel("rank")
     ax.set_ylabel("identification rate (%)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9 if small else None)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    path = _save(fig, path)
+    ax.legend(loc="lower right", fontsize=7 if small else None)
+    path = save_png(fig, path)
     plt.close(fig)
     return path
 
@@ -67,7 +90,7 @@ def plot_roc(
     mark_fars: tuple[float, ...] = (),
 ) -> str:
     """ROC curves with FAR on a log axis (points at FAR = 0 cannot be drawn there and are left out)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for label, (fpr, tpr) in curves.items():
         fpr, tpr = log_spaced_roc(fpr, tpr)
@@ -83,19 +106,19 @@ def plot_roc(
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right")
-    path = _save(fig, path)
+    path = save_png(fig, path)
     plt.close(fig)
     return path
 
 
-def plot_quality_histogram(
+def plot_q_by_group(
     groups: Mapping[str, np.ndarray],
     path: str | os.PathLike,
     title: str = "quality q per image",
     bins: int = 30,
 ) -> str:
     """Histograms of q in [0, 1] per group (e.g. gallery vs probe), overlaid and normalised to densities."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     edges = np.linspace(0.0, 1.0, bins + 1)
     for label, values in groups.items():
@@ -111,6 +134,6 @@ def plot_quality_histogram(
     ax.set_ylabel("density")
     ax.set_title(title)
     ax.legend()
-    path = _save(fig, path)
+    path = save_png(fig, path)
     plt.close(fig)
     return path

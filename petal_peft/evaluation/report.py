@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from .. import files
+from ..files import to_jsonable  # noqa: F401  (re-exported: it lived here)
 
 #: Readable dataset names for the model card, by benchmark / dataset key.
 PRETTY_DATASET_NAMES = {
@@ -28,26 +27,6 @@ TASK_NAMES = {
     "verification": "Face verification",
     "ijb": "Face verification (templates)",
 }
-
-
-def to_jsonable(obj: Any) -> Any:
-    """numpy / torch scalars and arrays -> plain Python; NaN and inf -> None (strict JSON)."""
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> str:
-    """Write ``obj`` (numpy values made JSON-able) as indented JSON, atomically."""
-    return os.fspath(files.write_json_atomic(path, to_jsonable(obj)))
 
 
 def _metric_type(name: str) -> str:

@@ -18,7 +18,7 @@ from torch import nn
 from ..embedding.builder import MODE_ALIASES, MODES, build_embedder, canonical_mode, gate_settings
 from ..embedding.extractor import (
     Embedder,
-    build_quality_fn,
+    adapter_quality_fn,
     load_proxy_encoders,
 )
 from ..embedding.images import ImageTransform
@@ -29,8 +29,8 @@ from ..embedding.runtime import (  # noqa: F401  (re-exported: they lived here)
     processor_normalisation,
     resolve_device,
 )
+from ..files import to_jsonable, write_json_atomic
 from .base import EVALUATORS, Evaluator
-from .report import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,8 @@ def evaluate(
         "petal_peft_version": _version(),
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    report["report_path"] = write_json_atomic(os.path.join(out_dir, f"{evaluator.dataset_name}_report.json"), report)
+    path = os.path.join(out_dir, f"{evaluator.dataset_name}_report.json")
+    report["report_path"] = os.fspath(write_json_atomic(path, to_jsonable(report)))
     return report
 
 
@@ -170,7 +171,7 @@ def build_embedders(
             modes.append("proxy")
     embedders: dict[str, Embedder] = {}
     for mode in modes:
-        override = build_quality_fn(settings or {}) if mode == "gate" and quality_estimator else None
+        override = adapter_quality_fn(settings or {}) if mode == "gate" and quality_estimator else None
         embedders[mode] = build_embedder(
             mode,
             plain_model if mode == "plain" else peft_model,

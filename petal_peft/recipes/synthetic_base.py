@@ -361,12 +361,21 @@ def get_pretrained_base(
     settings: PretrainSettings | None = None,
     progress: bool = True,
 ) -> tuple[ViTModel, dict[str, Any]]:
-    """Return ``(ViTModel, image_processor_settings)``.
+    """The small face ViT petal-peft ships, and its image processor settings.
 
     Default settings load the weights shipped in the package (no training). Other settings, or
     ``rebuild=True``, train the base deterministically on first use and cache it under ``base_cache_dir()``.
-    ``image_processor_settings`` holds ``image_size``, ``image_mean`` and ``image_std``; a matching ViT image
-    processor config is saved next to the weights, so ``AutoImageProcessor.from_pretrained(path)`` works.
+    A matching ViT image processor config is saved next to the weights, so
+    ``AutoImageProcessor.from_pretrained(path)`` works.
+
+    Args:
+        cache_dir: where built bases are cached (default: ``$PETAL_PEFT_CACHE`` or the user cache folder).
+        rebuild: train again even if a cached or shipped copy exists.
+        settings: the build settings (default: those of the shipped base).
+        progress: show the build's progress bar.
+
+    Returns:
+        ``(model, settings)``: the ``ViTModel`` and a dict with ``image_size``, ``image_mean`` and ``image_std``.
     """
     s = settings or PretrainSettings()
     shipped = shipped_base_dir()

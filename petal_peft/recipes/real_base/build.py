@@ -98,7 +98,18 @@ def build_real_face_base(
     Uses only the base identity group of :func:`petal_peft.data.lfw.lfw_face_groups` (LFW folds 6-9 and the
     extra celebrities not named in folds 0-5); measures the student and the teacher on the View-2 pairs of the
     evaluation folds 0-2 (and the student's curve on the validation fold 3). ``cache_dir`` keeps the aligned
-    images between runs (not inside ``out_dir``). Returns the build record (also written to the folder).
+    images between runs (not inside ``out_dir``).
+
+    Args:
+        faces_root: the folder with ``lfw/`` (LFW View-2 images and ``pairs_view2.csv``) and optionally
+            ``glint_celeb24/``.
+        out_dir: where the base is saved (loadable with ``AutoModel`` and ``AutoImageProcessor``).
+        settings: the build settings (default: those of the committed base).
+        cache_dir: keeps the aligned images between runs.
+        progress: show progress bars.
+
+    Returns:
+        The build record (settings, metrics, data, timings), also written to ``out_dir``.
     """
     from petal_peft.convert.dlib_resnet import load_dlib_face_resnet
     from petal_peft.data.lfw import lfw_face_groups
