@@ -31,10 +31,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import transformers as T
 from peft import get_peft_model
 
 import petal_peft
+from petal_peft.benchmark.models import random_vit
 from petal_peft.embedding import pooled_embedding
 from petal_peft.export import (
     EmbeddingEncoder,
@@ -45,20 +45,9 @@ from petal_peft.export import (
 )
 
 
-def vit_s_112(patch: int) -> T.ViTModel:
+def vit_s_112(patch: int) -> torch.nn.Module:
     """ViT-S widths (384, 6 heads, 12 layers, MLP 1536) at 112 px; random weights."""
-    torch.manual_seed(0)
-    config = T.ViTConfig(
-        hidden_size=384,
-        num_hidden_layers=12,
-        num_attention_heads=6,
-        intermediate_size=1536,
-        image_size=112,
-        patch_size=patch,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    return T.ViTModel(config).eval()
+    return random_vit(layers=12, width=384, patch=patch, size=112, heads=6)
 
 
 def shipped_base() -> torch.nn.Module:

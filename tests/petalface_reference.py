@@ -8,6 +8,7 @@ LayerNorm or token BatchNorm).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -65,6 +66,20 @@ def _linear(state: dict, prefix: str, out_f: int, in_f: int, gen: torch.Generato
         state[prefix + "bias"] = torch.randn(out_f, generator=gen) * 0.1
 
 
+def _block(s: dict, k: str, dim: int, spec, gen, lora: bool, norm, qkv_bias: bool, after_norm1=None) -> None:
+    """One transformer block's weights (norm, qkv with the reference's LoRA, proj, norm, MLP), drawn in order."""
+    norm(k + "norm1.")
+    if after_norm1 is not None:
+        after_norm1()
+    _linear(s, k + "attn.qkv.", 3 * dim, dim, gen, bias=qkv_bias)
+    if lora:
+        _lora(s, k + "attn.qkv.", 3 * dim, dim, spec.rank, gen, spec.layout == "quality_gated")
+    _linear(s, k + "attn.proj.", dim, dim, gen)
+    norm(k + "norm2.")
+    _linear(s, k + "mlp.fc1.", spec.mlp_ratio * dim, dim, gen)
+    _linear(s, k + "mlp.fc2.", dim, spec.mlp_ratio * dim, gen)
+
+
 def _lora(state: dict, prefix: str, out_f: int, in_f: int, rank: int, gen: torch.Generator, two: bool) -> None:
     for suffix in ("", "2") if two else ("",):
         state[f"{prefix}trainable_lora_down{suffix}.weight"] = torch.randn(rank, in_f, generator=gen) / rank
@@ -87,16 +102,13 @@ def swin_state_dict(spec: SwinSpec, seed: int = 0) -> dict[str, torch.Tensor]:
         win = min(spec.window, res)
         for j in range(depth):
             k = f"layers.{i}.blocks.{j}."
-            _ln(s, k + "norm1.", dim, gen)
-            s[k + "attn.relative_position_bias_table"] = torch.randn((2 * win - 1) ** 2, spec.heads[i], generator=gen)
-            s[k + "attn.relative_position_index"] = _relative_index(win)
-            _linear(s, k + "attn.qkv.", 3 * dim, dim, gen)
-            if lora:
-                _lora(s, k + "attn.qkv.", 3 * dim, dim, spec.rank, gen, spec.layout == "quality_gated")
-            _linear(s, k + "attn.proj.", dim, dim, gen)
-            _ln(s, k + "norm2.", dim, gen)
-            _linear(s, k + "mlp.fc1.", spec.mlp_ratio * dim, dim, gen)
-            _linear(s, k + "mlp.fc2.", dim, spec.mlp_ratio * dim, gen)
+
+            def relative_position(k=k, win=win, heads=spec.heads[i]):
+                s[k + "attn.relative_position_bias_table"] = torch.randn((2 * win - 1) ** 2, heads, generator=gen)
+                s[k + "attn.relative_position_index"] = _relative_index(win)
+
+            norm = functools.partial(_ln, s, width=dim, gen=gen)
+            _block(s, k, dim, spec, gen, lora, norm, qkv_bias=True, after_norm1=relative_position)
             if j % 2 == 1 and res > spec.window:  # shifted block: the reference stores (but never uses) its mask
                 s[k + "attn_mask"] = torch.zeros((res // win) ** 2, win * win, win * win)
         if i < len(spec.depths) - 1:
@@ -224,15 +236,8 @@ def vit_state_dict(spec: ViTSpec, seed: int = 0) -> dict[str, torch.Tensor]:
     s["mask_token"] = torch.randn(1, 1, d, generator=gen)
     lora = spec.layout != "pretrained"
     for j in range(spec.depth):
-        k = f"blocks.{j}."
-        _vit_norm(s, k + "norm1.", spec, gen)
-        _linear(s, k + "attn.qkv.", 3 * d, d, gen, bias=False)
-        if lora:
-            _lora(s, k + "attn.qkv.", 3 * d, d, spec.rank, gen, spec.layout == "quality_gated")
-        _linear(s, k + "attn.proj.", d, d, gen)
-        _vit_norm(s, k + "norm2.", spec, gen)
-        _linear(s, k + "mlp.fc1.", spec.mlp_ratio * d, d, gen)
-        _linear(s, k + "mlp.fc2.", d, spec.mlp_ratio * d, gen)
+        norm = functools.partial(_vit_norm, s, spec=spec, gen=gen)
+        _block(s, f"blocks.{j}.", d, spec, gen, lora, norm, qkv_bias=False)
     _vit_norm(s, "norm.", spec, gen)
     _linear(s, "feature.0.", d, d * n, gen, bias=False)
     _bn(s, "feature.1.", d, gen)

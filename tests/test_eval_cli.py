@@ -9,12 +9,10 @@ import sys
 
 import numpy as np
 import pytest
-from peft import get_peft_model
 from PIL import Image
-from testing_utils import LeftHalfBrightness, SigmoidGate, randomize_adapters, tiny_vit
+from testing_utils import LeftHalfBrightness, SigmoidGate, gated_tiny_vit, tiny_vit
 
 import petal_peft
-from petal_peft import QualityGatedLoraConfig
 from petal_peft.cli import main
 from petal_peft.evaluation import metrics_to_model_index, report_to_model_index
 from petal_peft.registry import QUALITY_ESTIMATORS, QUALITY_GATES
@@ -40,35 +38,21 @@ def workspace(tmp_path_factory):
         random_image(str(data / "Gallery_Distractor" / f"{100 + k}_0.jpg"), rng)
     model_dir = root / "base"
     tiny_vit().save_pretrained(model_dir)
-    config = QualityGatedLoraConfig(
-        r=4,
-        lora_alpha=4,
-        lora_dropout=0.0,
-        quality_estimator="eval_cli_left_brightness",
-        gate_mode="eval_cli_sigmoid",
-    )
-    peft_model = get_peft_model(tiny_vit(), config)
-    randomize_adapters(peft_model)
+    peft_model = gated_tiny_vit("eval_cli_left_brightness", "eval_cli_sigmoid")
     peft_model.save_pretrained(root / "adapter")
     petal_peft.export_proxy_encoders(peft_model, str(root / "proxies"))
     return root
 
 
-def run_cli(*args: str) -> int:
-    return main(["eval", *args, "--no-progress", "--batch-size", "3"])
+def run_cli(workspace, out, *args: str, data=None) -> int:
+    """``petal-peft eval`` of the workspace's base on its TinyFace folder (or ``data``), into ``out``."""
+    data = workspace / "tinyface" if data is None else data
+    common = ["--model", str(workspace / "base"), "--benchmark", "tinyface", "--data", str(data), "--out", str(out)]
+    return main(["eval", *common, *args, "--no-progress", "--batch-size", "3"])
 
 
 def test_eval_plain_model_writes_report_and_plots(workspace, tmp_path, capsys):
-    rc = run_cli(
-        "--model",
-        str(workspace / "base"),
-        "--benchmark",
-        "tinyface",
-        "--data",
-        str(workspace / "tinyface"),
-        "--out",
-        str(tmp_path),
-    )
+    rc = run_cli(workspace, str(tmp_path))
     assert rc == 0
     report = json.loads((tmp_path / "tinyface_report.json").read_text())
     assert list(report["results"]) == ["plain"]
@@ -81,18 +65,7 @@ def test_eval_plain_model_writes_report_and_plots(workspace, tmp_path, capsys):
 
 
 def test_eval_adapter_compares_plain_gate_and_proxy(workspace, tmp_path):
-    rc = run_cli(
-        "--model",
-        str(workspace / "base"),
-        "--adapter",
-        str(workspace / "adapter"),
-        "--benchmark",
-        "tinyface",
-        "--data",
-        str(workspace / "tinyface"),
-        "--out",
-        str(tmp_path),
-    )
+    rc = run_cli(workspace, str(tmp_path), "--adapter", str(workspace / "adapter"))
     assert rc == 0
     report = json.loads((tmp_path / "tinyface_report.json").read_text())
     assert list(report["results"]) == ["plain", "gate", "proxy"]
@@ -104,20 +77,7 @@ def test_eval_adapter_compares_plain_gate_and_proxy(workspace, tmp_path):
 
     # the exported proxy encoders give the same numbers as merging the adapter in memory
     out2 = tmp_path / "exported"
-    rc = run_cli(
-        "--model",
-        str(workspace / "base"),
-        "--proxy-encoders",
-        str(workspace / "proxies"),
-        "--modes",
-        "proxy",
-        "--benchmark",
-        "tinyface",
-        "--data",
-        str(workspace / "tinyface"),
-        "--out",
-        str(out2),
-    )
+    rc = run_cli(workspace, str(out2), "--proxy-encoders", str(workspace / "proxies"), "--modes", "proxy")
     assert rc == 0
     exported = json.loads((out2 / "tinyface_report.json").read_text())["results"]["proxy"]
     for key in ("rank-1", "rank-5", "mAP"):
@@ -125,30 +85,10 @@ def test_eval_adapter_compares_plain_gate_and_proxy(workspace, tmp_path):
 
 
 def test_eval_bad_data_is_a_clear_error(workspace, tmp_path, capsys):
-    rc = run_cli(
-        "--model",
-        str(workspace / "base"),
-        "--benchmark",
-        "tinyface",
-        "--data",
-        str(tmp_path),
-        "--out",
-        str(tmp_path / "out"),
-    )
+    rc = run_cli(workspace, str(tmp_path / "out"), data=tmp_path)
     assert rc == 2
     assert "not a TinyFace test folder" in capsys.readouterr().err
-    rc = run_cli(
-        "--model",
-        str(workspace / "base"),
-        "--modes",
-        "gate",
-        "--benchmark",
-        "tinyface",
-        "--data",
-        str(workspace / "tinyface"),
-        "--out",
-        str(tmp_path / "out"),
-    )
+    rc = run_cli(workspace, str(tmp_path / "out"), "--modes", "gate")
     assert rc == 2
     assert "needs an adapter" in capsys.readouterr().err
 

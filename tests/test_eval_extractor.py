@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers as T
 from peft import get_peft_model
-from testing_utils import LeftHalfBrightness, SigmoidGate, images, randomize_adapters, tiny_vit
+from testing_utils import LeftHalfBrightness, SigmoidGate, gated_tiny_vit, images, tiny_vit
 from torch import nn
 
 import petal_peft
@@ -36,16 +36,7 @@ def pooled(model, x, **kw):
 
 @pytest.fixture
 def gated():
-    config = QualityGatedLoraConfig(
-        r=4,
-        lora_alpha=4,
-        lora_dropout=0.0,
-        quality_estimator="eval_test_left_brightness",
-        gate_mode="eval_test_sigmoid",
-    )
-    model = get_peft_model(tiny_vit(), config)
-    randomize_adapters(model)
-    return model.eval()
+    return gated_tiny_vit("eval_test_left_brightness", "eval_test_sigmoid")
 
 
 def test_pooled_embedding_sources():

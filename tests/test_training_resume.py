@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from testing_utils import (
-    SCRIPT,
     make_face_folder,
     make_tiny_base,
     run_script,
-    subprocess_env,
+    start_slowed_training,
     tiny_flags,
 )
 
 pytestmark = pytest.mark.slow  # kills a training process and resumes it
-
-# Sleeps in every forward so the run is slow enough to be killed mid-way (test-side patch, library untouched).
-SLOW_RUNNER = """
-import runpy, sys, time
-from petal_peft.training import modeling
-forward = modeling.FaceEmbeddingClassifier.forward
-def slow_forward(self, *args, **kwargs):
-    time.sleep(0.08)
-    return forward(self, *args, **kwargs)
-modeling.FaceEmbeddingClassifier.forward = slow_forward
-sys.argv = [sys.argv[1], *sys.argv[2:]]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
 
 
 def _flags(base: Path, data: Path, out: Path) -> list[str]:
@@ -63,12 +47,7 @@ def test_sigkill_after_checkpoint_then_resume_latest_is_bit_identical(tmp_path):
     killed_out = tmp_path / "killed"
     rng = random.Random(1234)
     wait_for = killed_out / "checkpoints" / f"step_{rng.choice([2, 4])}" / "checkpoint.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_RUNNER, str(SCRIPT), *_flags(base, data, killed_out)],
-        env=subprocess_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_slowed_training(_flags(base, data, killed_out), seconds_per_step=0.08)
     try:
         deadline = time.monotonic() + 90
         while not wait_for.exists():

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from testing_utils import SCRIPT, make_face_folder, make_tiny_base, subprocess_env, tiny_flags, train_tiny_run
+from testing_utils import (
+    make_face_folder,
+    make_tiny_base,
+    start_slowed_training,
+    tiny_flags,
+    train_tiny_run,
+)
 
 from petal_peft.cli import main as cli_main
 from petal_peft.training import parse_args, train
@@ -126,28 +130,10 @@ def test_second_run_into_a_locked_output_dir_fails_at_once(finished_run, tmp_pat
     assert not (out / "adapter").exists()
 
 
-SLOW_RUNNER = """
-import runpy, sys, time
-from petal_peft.training import modeling
-forward = modeling.FaceEmbeddingClassifier.forward
-def slow_forward(self, *args, **kwargs):
-    time.sleep(0.3)
-    return forward(self, *args, **kwargs)
-modeling.FaceEmbeddingClassifier.forward = slow_forward
-sys.argv = [sys.argv[1], *sys.argv[2:]]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
 def test_concurrent_run_fails_and_a_killed_run_leaves_no_lock(tmp_path, capsys):
     base, data = make_tiny_base(tmp_path / "base"), make_face_folder(tmp_path / "train")
     flags = tiny_flags(base, data, tmp_path / "out", max_steps=40, checkpointing_steps=1)
-    first = subprocess.Popen(
-        [sys.executable, "-c", SLOW_RUNNER, str(SCRIPT), *flags],
-        env=subprocess_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    first = start_slowed_training(flags, seconds_per_step=0.3)
     try:
         deadline = time.monotonic() + 90
         while not (tmp_path / "out" / "checkpoints" / "step_1" / "checkpoint.json").exists():

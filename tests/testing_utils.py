@@ -27,23 +27,11 @@ IMAGE = 32
 
 
 # ---- tiny random models -----------------------------------------------------------------------------------------
-def tiny_vit_config() -> T.ViTConfig:
-    """Two layers, width 32, 8 px patches on 32 px images, no dropout."""
-    return T.ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=IMAGE,
-        patch_size=8,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-
-
 def tiny_vit(seed: int = 0) -> T.ViTModel:
-    torch.manual_seed(seed)
-    return T.ViTModel(tiny_vit_config()).eval()
+    """Two layers, width 32 (MLP 64), 8 px patches on 32 px images, no dropout, random weights, in eval mode."""
+    from petal_peft.benchmark.models import random_vit
+
+    return random_vit(layers=2, width=32, patch=8, size=IMAGE, heads=2, seed=seed)
 
 
 # Shared by the tiny ViT-like configs below: one block, width 32, 8 px patches on 32 px images.
@@ -102,6 +90,21 @@ def randomize_adapters(model: torch.nn.Module, seed: int = 1, std: float = 0.2) 
         for name, param in model.named_parameters():
             if "lora_" in name:
                 param.copy_(torch.randn(param.shape, generator=generator) * std)
+
+
+def gated_tiny_vit(quality_estimator: str, gate_mode: str, r: int = 4) -> torch.nn.Module:
+    """:func:`tiny_vit` with a quality-gated adapter (no dropout, random non-zero factors) and the named
+    estimator and gate, in eval mode."""
+    from peft import get_peft_model
+
+    from petal_peft import QualityGatedLoraConfig
+
+    config = QualityGatedLoraConfig(
+        r=r, lora_alpha=r, lora_dropout=0.0, quality_estimator=quality_estimator, gate_mode=gate_mode
+    )
+    model = get_peft_model(tiny_vit(), config)
+    randomize_adapters(model)
+    return model.eval()
 
 
 def adapted_module_names(model: torch.nn.Module, layer_type: type[nn.Module]) -> set[str]:
@@ -277,6 +280,34 @@ def run_script(argv: list[str], timeout: float = 120) -> subprocess.CompletedPro
     """Run the training example with ``argv`` in a fresh process."""
     return subprocess.run(
         [sys.executable, str(SCRIPT), *argv], env=subprocess_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+# Sleeps in every forward so the run is slow enough to be killed mid-way (a test-side patch; the library is untouched).
+_SLOW_RUNNER = """
+import runpy, sys, time
+from petal_peft.training import modeling
+forward = modeling.FaceEmbeddingClassifier.forward
+def slow_forward(self, *args, **kwargs):
+    time.sleep({seconds})
+    return forward(self, *args, **kwargs)
+modeling.FaceEmbeddingClassifier.forward = slow_forward
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def start_slowed_training(argv: list[str], seconds_per_step: float) -> subprocess.Popen:
+    """Start the training example with ``argv`` in a new process, every forward slowed by ``seconds_per_step``.
+
+    Its stderr is a pipe (read it if the run ends early); kill it when done.
+    """
+    runner = _SLOW_RUNNER.format(seconds=seconds_per_step)
+    return subprocess.Popen(
+        [sys.executable, "-c", runner, str(SCRIPT), *argv],
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 

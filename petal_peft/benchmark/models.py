@@ -14,13 +14,26 @@ from typing import Any
 
 import torch
 
-__all__ = ["load_base", "load_trained", "prepare_base", "publish_run_folder", "weights_file_size"]
+__all__ = ["load_base", "load_trained", "prepare_base", "publish_run_folder", "random_vit", "weights_file_size"]
 
 
-def _save_random_vit(path: Path, layers: int, width: int, patch: int, size: int, heads: int) -> dict[str, Any]:
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+def random_vit(layers: int, width: int, patch: int, size: int, heads: int, seed: int = 0) -> torch.nn.Module:
+    """A ViTModel with random weights (seeded), no dropout, MLP 4x wide (2x at width 32 and below), in eval mode.
 
-    torch.manual_seed(0)
+    Args:
+        layers: transformer blocks.
+        width: hidden size.
+        patch: patch side in pixels.
+        size: input side in pixels.
+        heads: attention heads.
+        seed: the weights' seed.
+
+    Returns:
+        The model, with its pooling layer.
+    """
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(seed)
     config = ViTConfig(
         hidden_size=width,
         num_hidden_layers=layers,
@@ -31,7 +44,13 @@ def _save_random_vit(path: Path, layers: int, width: int, patch: int, size: int,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
-    ViTModel(config, add_pooling_layer=True).save_pretrained(path)
+    return ViTModel(config, add_pooling_layer=True).eval()
+
+
+def _save_random_vit(path: Path, layers: int, width: int, patch: int, size: int, heads: int) -> dict[str, Any]:
+    from transformers import ViTImageProcessor
+
+    random_vit(layers, width, patch, size, heads).save_pretrained(path)
     processor = ViTImageProcessor(size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     processor.save_pretrained(path)
     return {"image_size": size, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}

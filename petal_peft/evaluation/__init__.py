@@ -5,21 +5,8 @@ Importing this package registers the built-in evaluators in :data:`EVALUATORS`.
 """
 
 from .. import _moved
-from ..embedding.extractor import (
-    Embedder,
-    EmbeddingExtractor,
-    Embeddings,
-    ProxyEncoderEmbedder,
-    SingleEncoderEmbedder,
-    gated_embedder,
-    load_proxy_encoders,
-    merge_proxy_encoders,
-    plain_embedder,
-    pooled_embedding,
-    proxy_embedder,
-    proxy_embedder_from_adapter,
-)
-from ..embedding.images import ImageTransform
+from .. import embedding as _embedding
+from ..embedding import *  # noqa: F403  (the embedders evaluation runs, offered here as they always were)
 from . import ijb, tinyface, verification  # noqa: F401  (register the evaluators)
 from .base import EVALUATORS, EvaluationResult, Evaluator
 from .ijb import IJBEvaluator
@@ -42,36 +29,22 @@ from .verification import VerificationEvaluator
 _moved.install()  # petal_peft.evaluation.extractor / .images moved to petal_peft.embedding
 
 __all__ = [
+    *_embedding.__all__,
     "DISTRACTOR_LABEL",
     "EVALUATORS",
     "IJB_FARS",
-    "Embedder",
-    "Embeddings",
-    "EmbeddingExtractor",
     "EvaluationResult",
     "Evaluator",
     "IJBEvaluator",
-    "ImageTransform",
-    "ProxyEncoderEmbedder",
-    "SingleEncoderEmbedder",
     "TinyFaceEvaluator",
     "UnsafePickleError",
     "VerificationEvaluator",
     "build_embedders",
-    "build_transform",
     "closed_set_identification",
     "evaluate",
-    "fuse_flip",
-    "gated_embedder",
     "kfold_verification_accuracy",
-    "load_proxy_encoders",
     "load_verification_bin",
-    "merge_proxy_encoders",
     "metrics_to_model_index",
-    "plain_embedder",
-    "pooled_embedding",
-    "proxy_embedder",
-    "proxy_embedder_from_adapter",
     "report_to_model_index",
     "roc_curve",
     "tar_at_far",

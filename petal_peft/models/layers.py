@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FrozenStatsBatchNorm1d"]
+__all__ = ["FrozenStatsBatchNorm1d", "check_pixel_values"]
 
 
 class FrozenStatsBatchNorm1d(nn.BatchNorm1d):
@@ -26,3 +26,22 @@ class FrozenStatsBatchNorm1d(nn.BatchNorm1d):
                 input, self.running_mean, self.running_var, self.weight, self.bias, training=False, eps=self.eps
             )
         return super().forward(input)
+
+
+def check_pixel_values(
+    model_name: str, pixel_values: torch.Tensor | None, num_channels: int, image_size: int | tuple[int, int]
+) -> None:
+    """Refuse anything but a ``[B, num_channels, H, W]`` tensor at the model's fixed input size, naming the fix.
+
+    The face backbones' embedding heads flatten a fixed token grid, so they take one input size only.
+    """
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"{model_name} needs pixel_values as a tensor [B, C, H, W], got {type(pixel_values)}.")
+    height, width = tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size, image_size)
+    expected = (num_channels, height, width)
+    if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != expected:
+        raise ValueError(
+            f"{model_name} expects pixel_values of shape [B, {num_channels}, {height}, {width}] (its embedding head "
+            f"flattens a fixed token grid), got {tuple(pixel_values.shape)}. Resize the faces with the image "
+            "processor saved beside the model."
+        )

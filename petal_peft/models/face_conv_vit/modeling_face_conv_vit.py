@@ -10,6 +10,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from ..attention import MultiHeadSelfAttention
 from .configuration_face_conv_vit import FaceConvViTConfig, stem_output_size
 
 __all__ = ["FaceConvViTModel", "FaceConvViTPreTrainedModel"]
@@ -81,31 +82,11 @@ class FaceConvViTEmbeddings(nn.Module):
         return self.dropout(tokens + self.position_embeddings)
 
 
-class FaceConvViTAttention(nn.Module):
+class FaceConvViTAttention(MultiHeadSelfAttention):
     def __init__(self, config: FaceConvViTConfig) -> None:
-        super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.hidden_size // config.num_attention_heads
-        self.dropout = config.attention_probs_dropout_prob
-        d = config.hidden_size
-        self.q_proj = nn.Linear(d, d, bias=config.qkv_bias)
-        self.k_proj = nn.Linear(d, d, bias=config.qkv_bias)
-        self.v_proj = nn.Linear(d, d, bias=config.qkv_bias)
-        self.o_proj = nn.Linear(d, d)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        b, n, _ = hidden_states.shape
-
-        def heads(x: torch.Tensor) -> torch.Tensor:
-            return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
-
-        q, k, v = (
-            heads(self.q_proj(hidden_states)),
-            heads(self.k_proj(hidden_states)),
-            heads(self.v_proj(hidden_states)),
+        super().__init__(
+            config.hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob, config.qkv_bias
         )
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        return self.o_proj(out.transpose(1, 2).reshape(b, n, -1))
 
 
 class FaceConvViTMLP(nn.Module):

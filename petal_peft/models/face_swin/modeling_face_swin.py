@@ -16,7 +16,7 @@ from transformers import SwinModel
 from transformers.models.swin.modeling_swin import SwinLayer, SwinModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from ..layers import FrozenStatsBatchNorm1d
+from ..layers import FrozenStatsBatchNorm1d, check_pixel_values
 from .configuration_face_swin import FaceSwinConfig
 
 __all__ = ["FaceSwinEmbeddingHead", "FaceSwinModel", "FaceSwinModelOutput"]
@@ -77,17 +77,7 @@ class FaceSwinModel(SwinModel):
         self.post_init()
 
     def _check_pixel_values(self, pixel_values: torch.Tensor | None) -> None:
-        if not isinstance(pixel_values, torch.Tensor):
-            raise TypeError(f"FaceSwinModel needs pixel_values as a tensor [B, C, H, W], got {type(pixel_values)}.")
-        size = self.config.image_size
-        size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
-        expected = (self.config.num_channels, *size)
-        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != expected:
-            raise ValueError(
-                f"FaceSwinModel expects pixel_values of shape [B, {expected[0]}, {expected[1]}, {expected[2]}] (its "
-                f"embedding head flattens a fixed token grid), got {tuple(pixel_values.shape)}. Resize the faces "
-                "with the image processor saved beside the model."
-            )
+        check_pixel_values("FaceSwinModel", pixel_values, self.config.num_channels, self.config.image_size)
 
     @can_return_tuple
     def forward(self, pixel_values: torch.Tensor | None = None, **kwargs) -> FaceSwinModelOutput:

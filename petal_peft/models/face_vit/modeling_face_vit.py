@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
@@ -19,7 +18,8 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils.generic import can_return_tuple
 
-from ..layers import FrozenStatsBatchNorm1d
+from ..attention import MultiHeadSelfAttention
+from ..layers import FrozenStatsBatchNorm1d, check_pixel_values
 from .configuration_face_vit import FaceViTConfig
 
 __all__ = ["FaceViTModel", "FaceViTModelOutput", "FaceViTPreTrainedModel"]
@@ -75,26 +75,11 @@ class FaceViTEmbeddings(nn.Module):
         return self.dropout(tokens + self.position_embeddings)
 
 
-class FaceViTAttention(nn.Module):
+class FaceViTAttention(MultiHeadSelfAttention):
     def __init__(self, config: FaceViTConfig) -> None:
-        super().__init__()
-        dim = config.hidden_size
-        self.num_heads = config.num_attention_heads
-        self.head_dim = dim // self.num_heads
-        self.dropout = float(config.attention_probs_dropout_prob)
-        self.q_proj = nn.Linear(dim, dim, bias=config.qkv_bias)
-        self.k_proj = nn.Linear(dim, dim, bias=config.qkv_bias)
-        self.v_proj = nn.Linear(dim, dim, bias=config.qkv_bias)
-        self.o_proj = nn.Linear(dim, dim)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        batch, tokens, dim = hidden_states.shape
-        shape = (batch, tokens, self.num_heads, self.head_dim)
-        query = self.q_proj(hidden_states).view(shape).transpose(1, 2)
-        key = self.k_proj(hidden_states).view(shape).transpose(1, 2)
-        value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
-        attended = F.scaled_dot_product_attention(query, key, value, dropout_p=self.dropout if self.training else 0.0)
-        return self.o_proj(attended.transpose(1, 2).reshape(batch, tokens, dim))
+        super().__init__(
+            config.hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob, config.qkv_bias
+        )
 
 
 class FaceViTMLP(nn.Module):
@@ -192,16 +177,7 @@ class FaceViTModel(FaceViTPreTrainedModel):
         return self.embeddings.projection
 
     def _check_pixel_values(self, pixel_values: torch.Tensor | None) -> None:
-        if not isinstance(pixel_values, torch.Tensor):
-            raise TypeError(f"FaceViTModel needs pixel_values as a tensor [B, C, H, W], got {type(pixel_values)}.")
-        size = self.config.image_size
-        expected = (self.config.num_channels, size, size)
-        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != expected:
-            raise ValueError(
-                f"FaceViTModel expects pixel_values of shape [B, {expected[0]}, {size}, {size}] (its embedding head "
-                f"flattens a fixed token grid), got {tuple(pixel_values.shape)}. Resize the faces with the image "
-                "processor saved beside the model."
-            )
+        check_pixel_values("FaceViTModel", pixel_values, self.config.num_channels, self.config.image_size)
 
     @can_return_tuple
     def forward(
