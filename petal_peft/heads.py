@@ -11,6 +11,7 @@ The margin arithmetic runs in fp32 whatever the input dtype: ``arccos`` and ``co
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -107,8 +108,13 @@ class FaceHead(nn.Module):
 
     # ---- serialisation -------------------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
-        """Keyword arguments that rebuild this head; stored in ``head_config.json``."""
-        raise NotImplementedError
+        """Keyword arguments that rebuild this head; stored in ``head_config.json``.
+
+        Each argument of the head's constructor, read from the attribute of the same name (every head keeps its
+        arguments under their own names).
+        """
+        names = [name for name in inspect.signature(type(self).__init__).parameters if name != "self"]
+        return {name: getattr(self, name) for name in names}
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write ``head.safetensors`` and ``head_config.json`` (each atomically) into ``save_directory``."""
@@ -189,17 +195,6 @@ class CombinedMarginHead(FaceHead):
         self._theta_switch = min(math.pi, (math.pi - self.m2) / self.m1)
         self._fallback_shift = math.cos(self._theta_switch) - math.cos(self.m1 * self._theta_switch + self.m2)
 
-    def config_dict(self) -> dict[str, Any]:
-        return {
-            "embedding_size": self.embedding_size,
-            "num_classes": self.num_classes,
-            "s": self.s,
-            "m1": self.m1,
-            "m2": self.m2,
-            "m3": self.m3,
-            "easy_margin": self.easy_margin,
-        }
-
     def margin_target(self, cos_t: torch.Tensor) -> torch.Tensor:
         """Target-class cosine after the margin (fp32 in, fp32 out)."""
         if self.m1 == 1.0 and self.m2 == 0.0:
@@ -267,16 +262,6 @@ class AdaFaceHead(FaceHead):
         # AdaFace's initial statistics: a wide prior, so early batches barely move the margin.
         self.register_buffer("batch_mean", torch.tensor(20.0))
         self.register_buffer("batch_std", torch.tensor(100.0))
-
-    def config_dict(self) -> dict[str, Any]:
-        return {
-            "embedding_size": self.embedding_size,
-            "num_classes": self.num_classes,
-            "s": self.s,
-            "m": self.m,
-            "h": self.h,
-            "t_alpha": self.t_alpha,
-        }
 
     def norm_scaler(self, embeddings: torch.Tensor, update: bool | None = None) -> torch.Tensor:
         """``z`` in [-1, 1] per sample from the raw feature norm; updates the running stats in training."""

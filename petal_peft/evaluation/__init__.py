@@ -14,14 +14,13 @@ from .metrics import (
     DISTRACTOR_LABEL,
     IJB_FARS,
     closed_set_identification,
-    fuse_flip,
     kfold_verification_accuracy,
     roc_curve,
     tar_at_far,
     template_features,
 )
 from .report import metrics_to_model_index, report_to_model_index
-from .run import build_embedders, build_transform, evaluate
+from .run import build_embedders, evaluate
 from .safe_pickle import UnsafePickleError, load_verification_bin
 from .tinyface import TinyFaceEvaluator
 from .verification import VerificationEvaluator

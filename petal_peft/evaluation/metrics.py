@@ -191,17 +191,25 @@ def closed_set_identification(
 # ----------------------------------------------------------------------------------------------------
 
 
-def _check_binary(labels: np.ndarray | Sequence[bool], scores: np.ndarray | Sequence[float]):
-    y = np.asarray(labels)
-    s = np.asarray(scores, dtype=np.float64)
-    if y.ndim != 1 or s.ndim != 1 or y.shape != s.shape:
-        raise ValueError(f"labels {y.shape} and scores {s.shape} must be 1-D arrays of the same length.")
+def _pair_arrays(
+    flags: np.ndarray | Sequence[bool], values: np.ndarray | Sequence[float], names: tuple[str, str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(same-identity flags as bool, finite float64 values) of equal 1-D length, or an error naming the input."""
+    y = np.asarray(flags)
+    v = np.asarray(values, dtype=np.float64)
+    if y.ndim != 1 or v.ndim != 1 or y.shape != v.shape:
+        raise ValueError(f"{names[0]} {y.shape} and {names[1]} {v.shape} must be 1-D arrays of the same length.")
     if y.dtype != bool:
         if not np.isin(y, (0, 1)).all():
-            raise ValueError("labels must be boolean or 0/1 (1 = same identity).")
+            raise ValueError(f"{names[0]} must be boolean or 0/1 (1 = same identity).")
         y = y.astype(bool)
-    if not np.isfinite(s).all():
-        raise ValueError("scores contain NaN or infinite values.")
+    if not np.isfinite(v).all():
+        raise ValueError(f"{names[1]} contain NaN or infinite values.")
+    return y, v
+
+
+def _check_binary(labels: np.ndarray | Sequence[bool], scores: np.ndarray | Sequence[float]):
+    y, s = _pair_arrays(labels, scores, ("labels", "scores"))
     if y.all() or not y.any():
         raise ValueError("a ROC needs both genuine (same identity) and impostor pairs; got only one kind.")
     return y, s
@@ -305,16 +313,7 @@ def kfold_verification_accuracy(
     wins.
     Accuracy std is the population std over folds (numpy default), as insightface reports it.
     """
-    d = np.asarray(distances, dtype=np.float64)
-    y = np.asarray(is_same)
-    if d.ndim != 1 or y.shape != d.shape:
-        raise ValueError(f"distances {d.shape} and is_same {y.shape} must be 1-D arrays of the same length.")
-    if y.dtype != bool:
-        if not np.isin(y, (0, 1)).all():
-            raise ValueError("is_same must be boolean or 0/1.")
-        y = y.astype(bool)
-    if not np.isfinite(d).all():
-        raise ValueError("distances contain NaN or infinite values.")
+    y, d = _pair_arrays(is_same, distances, ("is_same", "distances"))
     if n_folds < 2 or len(d) < n_folds:
         raise ValueError(f"{n_folds}-fold verification needs at least {max(n_folds, 2)} pairs, got {len(d)}.")
     thr = default_verification_thresholds() if thresholds is None else np.asarray(thresholds, dtype=np.float64)

@@ -26,6 +26,12 @@ class MultiHeadSelfAttention(nn.Module):
         self.v_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
         self.o_proj = nn.Linear(hidden_size, hidden_size)
 
+    @classmethod
+    def from_config(cls, config) -> MultiHeadSelfAttention:
+        """From a ViT-style config: ``hidden_size``, ``num_attention_heads``, ``attention_probs_dropout_prob`` and
+        ``qkv_bias``."""
+        return cls(config.hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob, config.qkv_bias)
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = hidden_states.shape
         shape = (batch, tokens, self.num_heads, self.head_dim)

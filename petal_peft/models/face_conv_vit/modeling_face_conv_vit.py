@@ -82,13 +82,6 @@ class FaceConvViTEmbeddings(nn.Module):
         return self.dropout(tokens + self.position_embeddings)
 
 
-class FaceConvViTAttention(MultiHeadSelfAttention):
-    def __init__(self, config: FaceConvViTConfig) -> None:
-        super().__init__(
-            config.hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob, config.qkv_bias
-        )
-
-
 class FaceConvViTMLP(nn.Module):
     def __init__(self, config: FaceConvViTConfig) -> None:
         super().__init__()
@@ -104,7 +97,7 @@ class FaceConvViTLayer(GradientCheckpointingLayer):
     def __init__(self, config: FaceConvViTConfig) -> None:
         super().__init__()
         self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.attention = FaceConvViTAttention(config)
+        self.attention = MultiHeadSelfAttention.from_config(config)
         self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = FaceConvViTMLP(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)

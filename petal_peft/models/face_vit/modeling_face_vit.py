@@ -75,13 +75,6 @@ class FaceViTEmbeddings(nn.Module):
         return self.dropout(tokens + self.position_embeddings)
 
 
-class FaceViTAttention(MultiHeadSelfAttention):
-    def __init__(self, config: FaceViTConfig) -> None:
-        super().__init__(
-            config.hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob, config.qkv_bias
-        )
-
-
 class FaceViTMLP(nn.Module):
     def __init__(self, config: FaceViTConfig) -> None:
         super().__init__()
@@ -101,7 +94,7 @@ class FaceViTLayer(GradientCheckpointingLayer):
     def __init__(self, config: FaceViTConfig, drop_path: float = 0.0) -> None:
         super().__init__()
         self.norm1 = _norm(config)
-        self.attention = FaceViTAttention(config)
+        self.attention = MultiHeadSelfAttention.from_config(config)
         self.norm2 = _norm(config)
         self.mlp = FaceViTMLP(config)
         self.drop_path = FaceViTDropPath(drop_path)
