@@ -11,6 +11,8 @@ from __future__ import annotations
 from . import models, quality, registry
 from .tuner import (
     QUALITY_GATED_LORA,
+    QualityGatedConv2d,
+    QualityGatedLayer,
     QualityGatedLinear,
     QualityGatedLoraConfig,
     QualityGatedLoraModel,
@@ -22,6 +24,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "QUALITY_GATED_LORA",
+    "QualityGatedConv2d",
+    "QualityGatedLayer",
     "QualityGatedLinear",
     "QualityGatedLoraConfig",
     "QualityGatedLoraModel",

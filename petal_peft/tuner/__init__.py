@@ -34,6 +34,8 @@ def _add_peft_type_member() -> PeftType:
 QUALITY_GATED_LORA = _add_peft_type_member()
 
 from .config import QualityGatedLoraConfig  # noqa: E402
+from .conv import QualityGatedConv2d  # noqa: E402
+from .gated_layer import QualityGatedLayer  # noqa: E402
 from .layer import QualityGatedLinear  # noqa: E402
 from .loading import AdapterMismatchError, check_adapter_folder, load_quality_gated_adapter  # noqa: E402
 from .model import QualityGatedLoraModel  # noqa: E402
@@ -63,6 +65,8 @@ __all__ = [
     "AdapterMismatchError",
     "DEFAULT_TARGET_MODULES",
     "QUALITY_GATED_LORA",
+    "QualityGatedConv2d",
+    "QualityGatedLayer",
     "QualityGatedLinear",
     "QualityGatedLoraConfig",
     "QualityGatedLoraModel",
