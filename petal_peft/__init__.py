@@ -17,6 +17,8 @@ from .tuner import (
     QualityGatedLoraConfig,
     QualityGatedLoraModel,
     export_proxy_encoders,
+    resolve_target_modules,
+    target_module_groups,
 )
 from .tuner.proxy import merged_encoder
 
@@ -35,4 +37,6 @@ __all__ = [
     "merged_encoder",
     "models",
     "registry",
+    "resolve_target_modules",
+    "target_module_groups",
 ]

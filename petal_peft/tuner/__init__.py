@@ -41,7 +41,12 @@ from .loading import AdapterMismatchError, check_adapter_folder, load_quality_ga
 from .model import QualityGatedLoraModel  # noqa: E402
 from .proxy import check_proxy_encoders, export_proxy_encoders  # noqa: E402
 from .quality_state import QualityState, validate_quality  # noqa: E402
-from .targets import DEFAULT_TARGET_MODULES, default_target_modules  # noqa: E402
+from .targets import (  # noqa: E402
+    DEFAULT_TARGET_MODULES,
+    default_target_modules,
+    resolve_target_modules,
+    target_module_groups,
+)
 
 
 def _register_with_peft() -> None:
@@ -76,5 +81,7 @@ __all__ = [
     "default_target_modules",
     "export_proxy_encoders",
     "load_quality_gated_adapter",
+    "resolve_target_modules",
+    "target_module_groups",
     "validate_quality",
 ]

@@ -27,6 +27,7 @@ from .targets import (
     default_target_modules,
     linear_layer_summary,
     resolve_default_targets,
+    resolve_target_modules,
     unmatched_targets,
 )
 
@@ -77,15 +78,18 @@ class QualityGatedLoraModel(LoraModel):
     def inject_adapter(self, model: nn.Module, adapter_name: str, *args: Any, **kwargs: Any) -> None:
         config = self.peft_config[adapter_name]
         if isinstance(config, QualityGatedLoraConfig):
-            if config.target_modules is None:
+            targets_given = config.target_modules is not None
+            if not targets_given:
                 config.target_modules = resolve_default_targets(model)  # None: _prepare_adapter_config explains
-            elif not kwargs.get("state_dict"):
+            else:  # a group expression ("stem+attention") becomes its regex, which the saved config then holds
+                config.target_modules = resolve_target_modules(model, config.target_modules)
+            if targets_given and not kwargs.get("state_dict"):
                 missing = unmatched_targets(model, config.target_modules)
                 if missing and len(missing) == (
                     1 if isinstance(config.target_modules, str) else len(config.target_modules)
                 ):
                     raise ValueError(
-                        f"target_modules {missing} match no module of {type(model).__name__}. Its linear layers "
+                        f"target_modules {missing} match no module of {type(model).__name__}. Its layers "
                         f"include: {linear_layer_summary(model)} (name suffixes, or one regular expression over full "
                         "module names)."
                     )
