@@ -422,7 +422,11 @@ def _train(
                     "r": adapter_config.r,
                     "lora_alpha": adapter_config.lora_alpha,
                     "lora_dropout": adapter_config.lora_dropout,
-                    "target_modules": sorted(adapter_config.target_modules or []),
+                    "target_modules": (  # a regex (default or layer groups) as it is; names sorted
+                        adapter_config.target_modules
+                        if isinstance(adapter_config.target_modules, str)
+                        else sorted(adapter_config.target_modules or [])
+                    ),
                     "quality_source (training)": quality_source,
                 },
                 training_settings={
