@@ -5,6 +5,7 @@ ONNX parity, gradient checkpointing."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -156,3 +157,27 @@ def test_training_step_with_gradient_checkpointing_sees_each_forwards_quality():
         assert layer.base_layer.weight.grad is None
     assert grads[0].abs().max() > 0
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_layer_groups_reach_the_stem_and_shortcuts_and_merge_exactly():
+    from petal_peft.registry import DEFAULT_TARGET_MODULES
+
+    base = tiny_face_iresnet()
+    names = [n for n, _ in base.named_modules() if n]
+
+    def matched(regex):
+        return sorted(n for n in names if re.fullmatch(regex, n))
+
+    assert matched(petal_peft.resolve_target_modules(base, "default")) == matched(
+        DEFAULT_TARGET_MODULES.get("face_iresnet")
+    )
+    assert matched(petal_peft.resolve_target_modules(base, "stem")) == ["conv1"]
+    shortcuts = [f"layer{s}.0.downsample.0" for s in range(1, 5)]
+    model = adapted(target_modules="stem+blocks+shortcuts+fc")
+    gated = sorted(
+        n.removeprefix("base_model.model.") for n, m in model.named_modules() if isinstance(m, QualityGatedLayer)
+    )
+    assert gated == sorted(["conv1", "fc", *BLOCK_CONVS, *shortcuts])
+    x = pixels(3)
+    expected = embed(model, x, torch.full((3,), 0.3))
+    torch.testing.assert_close(embed(petal_peft.merged_encoder(model, 0.3), x), expected, rtol=1e-5, atol=1e-5)

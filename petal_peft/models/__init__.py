@@ -18,6 +18,7 @@ from ..registry import DEFAULT_TARGET_MODULES, TARGET_MODULE_GROUPS
 from .face_conv_vit import FaceConvViTConfig, FaceConvViTModel
 from .face_conv_vit.target_groups import FACE_CONV_VIT_TARGET_GROUPS
 from .face_iresnet import IRESNET_DEPTHS, FaceIResNetConfig, FaceIResNetModel, FaceIResNetModelOutput
+from .face_iresnet.target_groups import FACE_IRESNET_TARGET_GROUPS
 from .face_swin import FaceSwinConfig, FaceSwinModel, FaceSwinModelOutput
 from .face_vit import FaceViTConfig, FaceViTModel, FaceViTModelOutput
 from .image_processing import face_image_processor
@@ -25,6 +26,7 @@ from .image_processing import face_image_processor
 __all__ = [
     "FACE_CONV_VIT_TARGET_GROUPS",
     "FACE_CONV_VIT_TARGET_MODULES",
+    "FACE_IRESNET_TARGET_GROUPS",
     "FACE_IRESNET_TARGET_MODULES",
     "FACE_SWIN_TARGET_MODULES",
     "FACE_VIT_TARGET_MODULES",
@@ -72,6 +74,7 @@ def _register() -> None:
         AutoImageProcessor.register(config_class, image_processor_classes={"pil": ViTImageProcessorPil}, exist_ok=True)
         DEFAULT_TARGET_MODULES.register(config_class.model_type, targets, overwrite=True)
     TARGET_MODULE_GROUPS.register(FaceConvViTConfig.model_type, FACE_CONV_VIT_TARGET_GROUPS, overwrite=True)
+    TARGET_MODULE_GROUPS.register(FaceIResNetConfig.model_type, FACE_IRESNET_TARGET_GROUPS, overwrite=True)
 
 
 _register()
