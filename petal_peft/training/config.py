@@ -108,7 +108,7 @@ class FaceAdapterTrainingConfig:
     target_modules: list[str] | None = field(
         default=None,
         metadata={
-            "help": "Module names to adapt, or layer groups joined by '+' (e.g. 'stem+default' on face_conv_vit) "
+            "help": "Module names to adapt, or layer groups joined by '+' (e.g. 'stem+attention' on face_conv_vit) "
             "(default: petal-peft's per-architecture default)."
         },
     )
