@@ -137,7 +137,7 @@ def test_stem_adapted_end_to_end(tmp_path):
 def test_onnx_parity_with_conv_targets(tmp_path):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     pytest.importorskip("onnxscript", reason="the onnx extra is not installed")
-    from petal_peft.evaluation import pooled_embedding
+    from petal_peft.embedding import pooled_embedding
     from petal_peft.export import export_onnx, max_relative_difference, onnx_session, run_session
 
     model = adapted()
