@@ -6,10 +6,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FrozenStatsBatchNorm1d", "check_pixel_values"]
+__all__ = ["FrozenStatsBatchNorm1d", "FrozenStatsBatchNorm2d", "check_pixel_values"]
 
 
-class FrozenStatsBatchNorm1d(nn.BatchNorm1d):
+class _FrozenStatsMixin:
+    """Normalise with the running statistics, and leave them unchanged, while every affine parameter is frozen."""
+
+    def _trained_parameters(self) -> list[torch.Tensor]:
+        return [p for p in (self.weight, self.bias) if p is not None]
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        affine = self._trained_parameters()
+        frozen = bool(affine) and not any(p.requires_grad for p in affine)
+        if self.training and frozen and self.running_mean is not None:
+            self._check_input_dim(input)
+            return F.batch_norm(
+                input, self.running_mean, self.running_var, self.weight, self.bias, training=False, eps=self.eps
+            )
+        return super().forward(input)
+
+
+class FrozenStatsBatchNorm1d(_FrozenStatsMixin, nn.BatchNorm1d):
     """``nn.BatchNorm1d`` that, while its affine parameters are frozen, normalises with its running statistics
     and leaves them unchanged, even in training mode.
 
@@ -19,13 +36,9 @@ class FrozenStatsBatchNorm1d(nn.BatchNorm1d):
     (unfrozen) BatchNorm layers, e.g. in full fine-tuning, behave exactly like ``nn.BatchNorm1d``.
     """
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        frozen = self.weight is not None and not self.weight.requires_grad
-        if self.training and frozen and self.running_mean is not None:
-            return F.batch_norm(
-                input, self.running_mean, self.running_var, self.weight, self.bias, training=False, eps=self.eps
-            )
-        return super().forward(input)
+
+class FrozenStatsBatchNorm2d(_FrozenStatsMixin, nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` with the same rule as :class:`FrozenStatsBatchNorm1d` (for convolutional backbones)."""
 
 
 def check_pixel_values(
@@ -33,15 +46,15 @@ def check_pixel_values(
 ) -> None:
     """Refuse anything but a ``[B, num_channels, H, W]`` tensor at the model's fixed input size, naming the fix.
 
-    The face backbones' embedding heads flatten a fixed token grid, so they take one input size only.
+    The face backbones' embedding heads flatten a fixed grid of tokens or features, so they take one input size.
     """
     if not isinstance(pixel_values, torch.Tensor):
-        raise TypeError(f"{model_name} needs pixel_values as a tensor [B, C, H, W], got {type(pixel_values)}.")
+        raise TypeError(f"{model_name} needs pixel_values as a tensor [B, C, H, W], got {type(pixel_values).__name__}.")
     height, width = tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size, image_size)
     expected = (num_channels, height, width)
     if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != expected:
         raise ValueError(
             f"{model_name} expects pixel_values of shape [B, {num_channels}, {height}, {width}] (its embedding head "
-            f"flattens a fixed token grid), got {tuple(pixel_values.shape)}. Resize the faces with the image "
+            f"flattens a fixed grid of features), got {tuple(pixel_values.shape)}. Resize the faces with the image "
             "processor saved beside the model."
         )
