@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 from peft import get_peft_model
-from testing_utils import adapted_module_names, randomize_adapters
+from testing_utils import adapted_module_names, randomize_adapters, tiny_face_conv_vit_config
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
@@ -16,23 +16,9 @@ from petal_peft.models import FaceConvViTConfig, FaceConvViTModel
 from petal_peft.models.face_conv_vit.configuration_face_conv_vit import stem_output_size
 
 
-def tiny_config(**kw) -> FaceConvViTConfig:
-    base = dict(
-        image_size=40,
-        stem_channels=4,
-        stem_units=[[4, 1], [8, 2]],
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        embedding_size=8,
-    )
-    return FaceConvViTConfig(**{**base, **kw})
-
-
 def test_shapes_and_token_count():
     torch.manual_seed(0)
-    config = tiny_config()
+    config = tiny_face_conv_vit_config()
     model = FaceConvViTModel(config).eval()
     out = model(pixel_values=torch.randn(3, 3, 40, 40), output_hidden_states=True)
     # 40 -> conv 7/2: 17 -> max-pool 3/2: 8 -> strided unit: max(conv 3/2: 3, pooled shortcut: 4) = 4
@@ -54,19 +40,19 @@ def test_stem_output_size_follows_the_network(size, expected):
 
 def test_bad_configs_and_inputs_are_refused():
     with pytest.raises(ValueError, match="strides must be 1 or 2"):
-        tiny_config(stem_units=[[4, 3]])
+        tiny_face_conv_vit_config(stem_units=[[4, 3]])
     with pytest.raises(ValueError, match="multiple of num_attention_heads"):
-        tiny_config(hidden_size=15)
+        tiny_face_conv_vit_config(hidden_size=15)
     with pytest.raises(ValueError, match="too small"):
-        tiny_config(image_size=8)
-    model = FaceConvViTModel(tiny_config())
+        tiny_face_conv_vit_config(image_size=8)
+    model = FaceConvViTModel(tiny_face_conv_vit_config())
     with pytest.raises(ValueError, match=r"\[batch, channels, 40, 40\]"):
         model(pixel_values=torch.zeros(1, 3, 48, 48))
 
 
 def test_auto_classes_round_trip(tmp_path):
     torch.manual_seed(0)
-    model = FaceConvViTModel(tiny_config()).eval()
+    model = FaceConvViTModel(tiny_face_conv_vit_config()).eval()
     model.save_pretrained(tmp_path)
     assert AutoConfig.from_pretrained(tmp_path).model_type == "face_conv_vit"
     loaded = AutoModel.from_pretrained(tmp_path).eval()
@@ -78,7 +64,7 @@ def test_auto_classes_round_trip(tmp_path):
 
 def test_tuner_targets_attention_and_the_final_projection():
     torch.manual_seed(0)
-    base = FaceConvViTModel(tiny_config()).eval()
+    base = FaceConvViTModel(tiny_face_conv_vit_config()).eval()
     expected = {
         name
         for name, module in base.named_modules()

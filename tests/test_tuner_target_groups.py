@@ -9,12 +9,11 @@ import types
 import pytest
 import torch
 from peft import PeftModel, get_peft_model
-from testing_utils import randomize_adapters
+from testing_utils import randomize_adapters, tiny_face_conv_vit
 from transformers import AutoModel
 
 import petal_peft
 from petal_peft import QualityGatedConv2d, QualityGatedLayer, QualityGatedLoraConfig
-from petal_peft.models import FaceConvViTConfig, FaceConvViTModel
 
 STEM = [
     "embeddings.stem.conv",
@@ -26,24 +25,9 @@ STEM = [
 DEFAULT = [f"layers.{i}.attention.{p}_proj" for i in range(2) for p in "qkv"] + ["pooler.dense"]
 
 
-def tiny_conv_vit(seed: int = 0) -> FaceConvViTModel:
-    torch.manual_seed(seed)
-    config = FaceConvViTConfig(
-        image_size=40,
-        stem_channels=4,
-        stem_units=[[4, 1], [8, 2]],
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        embedding_size=8,
-    )
-    return FaceConvViTModel(config).eval()
-
-
 def adapted(targets="stem+default", seed: int = 0) -> torch.nn.Module:
     model = get_peft_model(
-        tiny_conv_vit(seed), QualityGatedLoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, target_modules=targets)
+        tiny_face_conv_vit(seed), QualityGatedLoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, target_modules=targets)
     )
     randomize_adapters(model, std=0.1)
     return model.eval()
@@ -60,7 +44,7 @@ def images(batch: int = 3, seed: int = 0) -> torch.Tensor:
 
 
 def test_groups_resolve_to_the_right_layers():
-    model = tiny_conv_vit()
+    model = tiny_face_conv_vit()
     groups = petal_peft.target_module_groups(model)
     assert {"stem", "attention", "pooler", "default", "all-linear"} <= set(groups)
     assert petal_peft.target_module_groups("face_conv_vit") == groups
@@ -80,7 +64,7 @@ def test_groups_resolve_to_the_right_layers():
 
 
 def test_lists_regexes_and_other_models_are_left_alone():
-    model = tiny_conv_vit()
+    model = tiny_face_conv_vit()
     for targets in (["q_proj", "v_proj"], r"layers\.\d+\.attention\.q_proj", ["stem"] * 2):
         assert petal_peft.resolve_target_modules(model, targets) == targets
     from testing_utils import tiny_vit
@@ -108,14 +92,14 @@ def test_stem_adapted_end_to_end(tmp_path):
     stem_only = adapted("stem")
     high = stem_only(pixel_values=x, quality=torch.ones(3)).pooler_output
     low = stem_only(pixel_values=x, quality=torch.zeros(3)).pooler_output
-    plain = tiny_conv_vit()(pixel_values=x).pooler_output
+    plain = tiny_face_conv_vit()(pixel_values=x).pooler_output
     assert (high - low).abs().max() > 1e-3 and (high - plain).abs().max() > 1e-3
 
     # save: the config holds the resolved regex; reload on a fresh base gives the same outputs
     model.save_pretrained(tmp_path / "adapter")
     saved = QualityGatedLoraConfig.from_pretrained(tmp_path / "adapter").target_modules
     assert isinstance(saved, str) and "stem" in saved
-    loaded = PeftModel.from_pretrained(tiny_conv_vit(), tmp_path / "adapter").eval()
+    loaded = PeftModel.from_pretrained(tiny_face_conv_vit(), tmp_path / "adapter").eval()
     torch.testing.assert_close(loaded(pixel_values=x, quality=q).pooler_output, out)
 
     # proxies: exact merges that load as plain models
@@ -129,7 +113,7 @@ def test_stem_adapted_end_to_end(tmp_path):
         tmp_path / "proxies",
         AutoModel.from_pretrained(paths["gallery_encoder"]),
         AutoModel.from_pretrained(paths["probe_encoder"]),
-        base_model=tiny_conv_vit(),
+        base_model=tiny_face_conv_vit(),
         peft_model=model,
     )
 
@@ -160,12 +144,12 @@ def test_training_flags_take_a_group_expression():
     flags = types.SimpleNamespace(
         target_modules=["stem+default"], lora_r=2, lora_alpha=2, lora_dropout=0.0, init_weights_value=lambda: True
     )
-    base = tiny_conv_vit()
+    base = tiny_face_conv_vit()
     check_target_modules(flags, base)  # no error: the expression names layers
     regex = _resolved_target_modules(flags, base)
     assert sorted(n for n, _ in base.named_modules() if n and re.fullmatch(regex, n)) == sorted(STEM + DEFAULT)
     # PEFT's plain LoRA baseline adapts the same layers (its own Conv2d LoRA on the stem)
-    plain = get_peft_model(tiny_conv_vit(), build_plain_lora_config(flags, base))
+    plain = get_peft_model(tiny_face_conv_vit(), build_plain_lora_config(flags, base))
     lora_layers = sorted(
         n.removeprefix("base_model.model.")
         for n, m in plain.named_modules()
@@ -182,11 +166,11 @@ def test_training_cli_takes_a_group_expression_and_the_card_shows_the_regex(tmp_
 
     from petal_peft.training import parse_args, train
 
-    tiny_conv_vit().save_pretrained(tmp_path / "base")
+    tiny_face_conv_vit().save_pretrained(tmp_path / "base")
     data = make_face_folder(tmp_path / "train")
     out = tmp_path / "out"
     train(parse_args(tiny_flags(tmp_path / "base", data, out, max_steps=2, target_modules="stem+default")))
-    loaded = PeftModel.from_pretrained(tiny_conv_vit(), out / "adapter")
+    loaded = PeftModel.from_pretrained(tiny_face_conv_vit(), out / "adapter")
     assert gated_names(loaded) == sorted(STEM + DEFAULT)
     assert any(
         not torch.equal(p, torch.zeros_like(p)) for n, p in loaded.named_parameters() if "stem" in n and "lora_B" in n

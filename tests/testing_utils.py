@@ -74,6 +74,31 @@ def tiny_face_swin(seed: int = 0, **overrides) -> torch.nn.Module:
     return FaceSwinModel(FaceSwinConfig(**{**settings, **overrides})).eval()
 
 
+def tiny_face_conv_vit_config(**overrides):
+    """A tiny petal-peft conv-stem ViT config: 40 px, two stem units (4 and 8 channels), 2 layers of width 16."""
+    from petal_peft.models import FaceConvViTConfig
+
+    settings = dict(
+        image_size=40,
+        stem_channels=4,
+        stem_units=[[4, 1], [8, 2]],
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        embedding_size=8,
+    )
+    return FaceConvViTConfig(**{**settings, **overrides})
+
+
+def tiny_face_conv_vit(seed: int = 0, **overrides) -> torch.nn.Module:
+    """A random model of :func:`tiny_face_conv_vit_config`, in eval mode."""
+    from petal_peft.models import FaceConvViTModel
+
+    torch.manual_seed(seed)
+    return FaceConvViTModel(tiny_face_conv_vit_config(**overrides)).eval()
+
+
 def tiny_face_vit(seed: int = 0, **overrides) -> torch.nn.Module:
     """A tiny random petal-peft face ViT (36 px, 4 x 4 patches of 9 px), in eval mode."""
     from petal_peft.models import FaceViTConfig, FaceViTModel

@@ -56,15 +56,9 @@ class QualityGatedLinear(QualityGatedLayer, LoraLinear):
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         self._refuse_adapter_names(kwargs)
-        if self.disable_adapters:
-            if self.merged:
-                self.unmerge()
-            return self.base_layer(x, *args, **kwargs)
-        if self.merged:
-            return self.base_layer(x, *args, **kwargs)
-        active = [name for name in self.active_adapters if name in self.lora_A]
-        if not active:
-            return self.base_layer(x, *args, **kwargs)
+        active, base_only = self._active_adapters_or_base(x, *args, **kwargs)
+        if base_only is not None:
+            return base_only
 
         result = self.base_layer(x, *args, **kwargs)
         result_dtype = result.dtype
