@@ -29,6 +29,7 @@ def test_foreign_entries_names_what_a_run_never_writes(tmp_path):
         "logs/petal-peft/events.out.tfevents.1.host.1.0",
         "logs/petal-peft/1733.5/hparams.yml",
         "adapter/adapter_config.json",
+        "adapter/training_config.json",
         ".adapter.old/adapter_config.json",
         ".petal-peft.lock",
         "skipped_images.txt",
@@ -38,8 +39,18 @@ def test_foreign_entries_names_what_a_run_never_writes(tmp_path):
     assert foreign_entries(run) == []
     assert foreign_entries(tmp_path / "missing") == []
     assert foreign_entries(_foreign_folder(tmp_path / "theirs")) == ["checkpoints/best.ckpt", "logs/app.log"]
-    (run / "notes.txt").write_text("")
-    assert foreign_entries(run) == ["notes.txt"]
+    (run / "notes.txt").write_text("")  # a user's file next to a run's own: left alone
+    assert foreign_entries(run) == []
+    (run / "checkpoints" / "best.ckpt").write_text("")
+    assert foreign_entries(run) == ["checkpoints/best.ckpt"]
+    photos = tmp_path / "photos"  # no sign of a run: someone's folder
+    photos.mkdir()
+    (photos / "me.jpg").write_text("")
+    assert foreign_entries(photos) == ["me.jpg"]
+    (photos / "me.jpg").unlink()
+    (photos / "adapter").mkdir()
+    (photos / "adapter" / "adapter_config.json").write_text("{}")
+    assert foreign_entries(photos) == ["adapter/ (not written by petal-peft train)"]
 
 
 @pytest.mark.parametrize("overwrite", [False, True])

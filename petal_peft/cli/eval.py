@@ -22,7 +22,13 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     )
     p.add_argument("--benchmark", required=True, choices=EVALUATORS.names(), help="which benchmark protocol")
     p.add_argument("--data", required=True, help="benchmark data: TinyFace folder, .bin / pair list, IJB root")
-    p.add_argument("--out", required=True, help="output folder for the JSON report and plots")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder for the JSON report and plots (may hold other reports; an existing report of this "
+        "benchmark needs --overwrite)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report (and plots) in --out")
     p.add_argument(
         "--modes",
         nargs="+",
@@ -69,7 +75,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from petal_peft.evaluation import build_embedders, build_transform, evaluate
     from petal_peft.evaluation.run import resolve_device
+    from petal_peft.outputs import check_output_folder
 
+    check_output_folder(args.out, overwrite=args.overwrite, existing_ok=True)  # before the model is loaded
     device = resolve_device(args.device)
     dtype = getattr(torch, args.dtype)
     base = AutoModel.from_pretrained(args.model, dtype=dtype)
@@ -119,6 +127,7 @@ def run_eval(args: argparse.Namespace) -> int:
             "gate_settings": settings,
         },
         make_plots=not args.no_plots,
+        overwrite=args.overwrite,
     )
     print(format_summary(report))
     print(f"report: {report['report_path']}")

@@ -134,7 +134,12 @@ def search(gallery: EmbeddingIndex, probes: EmbeddingIndex, top_k: int = 5, bloc
             "count": len(gallery),
             "identities": len(names),
         },
-        probes={"path": probes.info.get("path"), "encoder": probes.info.get("encoder"), "count": len(probes)},
+        probes={
+            "path": probes.info.get("path"),
+            "encoder": probes.info.get("encoder"),
+            "count": len(probes),
+            **({"skipped_images": probes.info["skipped_images"]} if probes.info.get("skipped_images") else {}),
+        },
         num_mated=sum(r.probe_identity in gallery_names for r in results),
         gallery_identities=frozenset(gallery_names),
     )
