@@ -220,6 +220,10 @@ def run_verify(args: argparse.Namespace) -> int:
             args.encoder = "gallery"  # eval's default pair role; checked against the report below
         encoder = _encoder(args)
         info = encoder.info
+        if args.report:  # refuse a threshold that does not apply before embedding anything
+            check_threshold_applies(
+                threshold_from_report(args.report, mode=args.report_mode, encoder=info.get("encoder")), info
+            )
         embedded = embed_paths(paths, encoder, align=args.align, progress=not args.no_progress)["embeddings"]
         row = {p: i for i, p in enumerate(paths)}
         emb_a = embedded[[row[a] for a, _ in pairs_abs]]

@@ -78,10 +78,23 @@ def run_eval(args: argparse.Namespace) -> int:
     from petal_peft.outputs import check_output_folder
 
     check_output_folder(args.out, overwrite=args.overwrite, existing_ok=True)  # before the model is loaded
+    from petal_peft.inference.provenance import (
+        adapter_file_fingerprint,
+        base_model_fingerprint,
+        proxy_adapter_fingerprint,
+        weights_record,
+    )
+
     device = resolve_device(args.device)
     dtype = getattr(torch, args.dtype)
-    base = AutoModel.from_pretrained(args.model, dtype=dtype)
-    base.to(device).eval()
+    base = AutoModel.from_pretrained(args.model, dtype=torch.float32)  # fingerprinted in float32, then cast
+    weights = weights_record(
+        base_model_fingerprint(base),
+        adapter_file_fingerprint(args.adapter)
+        if args.adapter
+        else (proxy_adapter_fingerprint(args.proxy_encoders) if args.proxy_encoders else None),
+    )
+    base.to(device=device, dtype=dtype).eval()
     embedders, settings = build_embedders(
         base,
         adapter_path=args.adapter,
@@ -125,6 +138,7 @@ def run_eval(args: argparse.Namespace) -> int:
             "dtype": args.dtype,
             "flip_test": not args.no_flip,
             "gate_settings": settings,
+            "weights": weights,
         },
         make_plots=not args.no_plots,
         overwrite=args.overwrite,

@@ -140,7 +140,21 @@ def build_face_encoder(
         raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}.")
     torch_dtype = getattr(torch, dtype)
     dev = resolve_device(device)
-    base = load_base_model(model, dtype=torch_dtype) if not isinstance(model, nn.Module) else model.eval()
+    from .provenance import adapter_file_fingerprint, base_model_fingerprint, proxy_adapter_fingerprint, weights_record
+
+    if isinstance(model, nn.Module):
+        base = model.eval()
+        base_fingerprint = base_model_fingerprint(base)
+    else:  # loaded in float32 and fingerprinted, then cast: the fingerprint does not depend on --dtype
+        base = load_base_model(model, dtype=torch.float32)
+        base_fingerprint = base_model_fingerprint(base)
+        base = base.to(torch_dtype)
+    if adapter is not None:
+        adapter_weights = adapter_file_fingerprint(adapter)
+    elif proxy_encoders is not None:
+        adapter_weights = proxy_adapter_fingerprint(proxy_encoders)
+    else:
+        adapter_weights = None
     model_path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
     if model_path is not None and os.path.isdir(model_path):
         model_path = os.path.abspath(model_path)
@@ -201,5 +215,6 @@ def build_face_encoder(
         if recorder is None
         else {"settings": settings, "gate_values": recorder.gate is not None, "gate_applied": encoder == "gate"},
         "transform": {"size": list(transform.size), "mean": list(transform.mean), "std": list(transform.std)},
+        "weights": weights_record(base_fingerprint, adapter_weights if encoder != "plain" else None),
     }
     return FaceEncoder(extractor, transform, encoder, recorder, info)

@@ -83,7 +83,16 @@ class SearchResult:
 
 
 def check_comparable(gallery: EmbeddingIndex, probes: EmbeddingIndex) -> None:
-    """Refuse embeddings of different sizes; warn when they were made with different base models or settings."""
+    """Refuse embeddings of different sizes or made with other weights (base model or adapter, by their
+    fingerprints); warn when they were made with other settings."""
+    from .provenance import check_same_weights
+
+    check_same_weights(
+        gallery.info.get("weights"),
+        probes.info.get("weights"),
+        f"the gallery index {gallery.info.get('path') or ''}".rstrip(),
+        f"the probes {probes.info.get('path') or '(embedded now)'}",
+    )
     if gallery.dim != probes.dim:
         raise ValueError(
             f"the gallery embeddings have {gallery.dim} dimensions and the probes {probes.dim}: they come from "
