@@ -171,3 +171,15 @@ def test_training_data_check_reports_a_bomb_instead_of_crashing(tmp_path):
     assert "too large" in check_image_file("large", str(write_png_header(tmp_path / "l.png", 10000, 10000)))
     with pytest.raises(DataValidationError, match="too large"):
         open_rgb(bomb)
+
+
+def test_in_memory_16_bit_images_are_scaled_by_the_transforms():
+    """Images that arrive decoded (Hugging Face datasets, the benchmark, --align) go through the same conversion."""
+    from petal_peft.data.transforms import FaceTransform
+    from petal_peft.evaluation.images import ImageTransform
+
+    image = Image.fromarray(GRADIENT16)
+    train_pixels = FaceTransform(image_size=32, horizontal_flip=False)(image)
+    eval_pixels = ImageTransform(size=32)(image)
+    for pixels in (train_pixels, eval_pixels):  # normalised with mean 0.5 / std 0.5: white would be +1
+        assert abs(float(pixels.mean())) < 0.1

@@ -141,7 +141,7 @@ def align_face(image: Image.Image, landmarks: np.ndarray, output_size: int = 112
     dst = ARCFACE_TEMPLATE_112 * (output_size / 112.0)
     m = np.vstack([similarity_transform(lmk, dst), [0.0, 0.0, 1.0]])
     inv = np.linalg.inv(m)  # PIL maps output pixels back to input pixels
-    return image.convert("RGB").transform(
+    return to_rgb8(image).transform(
         (output_size, output_size), Image.AFFINE, data=tuple(inv[:2].reshape(-1)), resample=Image.BILINEAR
     )
 
