@@ -56,7 +56,7 @@ def test_an_interrupted_align_is_rerun_in_place(tmp_path, monkeypatch):
     assert not (tmp_path / "out" / "align_report.json").exists()
     monkeypatch.setattr(folder, "_align_one", real)
     # other settings: the half-written folder is not silently mixed with another run's images
-    with pytest.raises(ValueError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="holds an interrupted align .*--overwrite"):
         folder.align_folder(src, tmp_path / "out", size=96, progress=False)
     report = folder.align_folder(src, tmp_path / "out", progress=False)  # same settings: no --overwrite needed
     assert report.images == 2

@@ -203,8 +203,14 @@ def align_folder(
     settings = {"size": size, "template": template, "margin": margin, "padding": padding, "fallback": fallback}
     FaceAligner.check_settings(**settings)
     run = {"source": str(source.resolve()), "settings": {**settings, "jpeg_quality": jpeg_quality}}
-    resuming = _interrupted_run(destination) == run
-    check_output_folder(destination, overwrite=overwrite or resuming, flag="the output folder")
+    interrupted = _interrupted_run(destination)
+    if interrupted is not None and interrupted != run and not overwrite:
+        raise FileExistsError(
+            f"{destination} holds an interrupted align of {interrupted.get('source')} with settings "
+            f"{interrupted.get('settings')}: rerun that command to finish it, or pass --overwrite to align into it "
+            "with these settings."
+        )
+    check_output_folder(destination, overwrite=overwrite or interrupted == run, flag="the output folder")
     import_dlib()  # fail here, with the install hint, rather than in a worker
     files = list(_walk(source))
     images = [rel for rel, is_image in files if is_image]
