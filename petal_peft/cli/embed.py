@@ -231,7 +231,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
     if args.report:
         threshold = threshold_from_report(args.report, mode=args.report_mode, encoder=info.get("encoder"))
-        check_threshold_applies(threshold, info)
+        if args.embeddings:  # embedded now: checked above, before embedding
+            check_threshold_applies(threshold, info)
         value, source = threshold.value, threshold.describe()
     else:
         value, source = float(args.threshold), "threshold given on the command line (squared L2)"
