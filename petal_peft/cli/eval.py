@@ -88,12 +88,7 @@ def run_eval(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     dtype = getattr(torch, args.dtype)
     base = AutoModel.from_pretrained(args.model, dtype=torch.float32)  # fingerprinted in float32, then cast
-    weights = weights_record(
-        base_model_fingerprint(base),
-        adapter_file_fingerprint(args.adapter)
-        if args.adapter
-        else (proxy_adapter_fingerprint(args.proxy_encoders) if args.proxy_encoders else None),
-    )
+    base_weights = base_model_fingerprint(base)
     base.to(device=device, dtype=dtype).eval()
     embedders, settings = build_embedders(
         base,
@@ -108,6 +103,13 @@ def run_eval(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         device=device,
         progress=not args.no_progress,
+    )
+    # after build_embedders, whose loader names a damaged adapter in one line
+    weights = weights_record(
+        base_weights,
+        adapter_file_fingerprint(args.adapter)
+        if args.adapter
+        else (proxy_adapter_fingerprint(args.proxy_encoders) if args.proxy_encoders else None),
     )
     transform = build_transform(
         base,

@@ -149,12 +149,7 @@ def build_face_encoder(
         base = load_base_model(model, dtype=torch.float32)
         base_fingerprint = base_model_fingerprint(base)
         base = base.to(torch_dtype)
-    if adapter is not None:
-        adapter_weights = adapter_file_fingerprint(adapter)
-    elif proxy_encoders is not None:
-        adapter_weights = proxy_adapter_fingerprint(proxy_encoders)
-    else:
-        adapter_weights = None
+    adapter_weights = proxy_adapter_fingerprint(proxy_encoders) if proxy_encoders is not None else None
     model_path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
     if model_path is not None and os.path.isdir(model_path):
         model_path = os.path.abspath(model_path)
@@ -162,7 +157,8 @@ def build_face_encoder(
     settings: dict[str, Any] | None = None
     calibrated = False
     if adapter is not None:
-        peft_model = load_adapter(base, adapter)
+        peft_model = load_adapter(base, adapter)  # names a damaged adapter before its file is fingerprinted
+        adapter_weights = adapter_file_fingerprint(adapter)
         settings = adapter_gate_settings(peft_model)
         calibrated = True
     if quality_estimator:
