@@ -40,12 +40,12 @@ def _readers():
     """Every command's way of decoding an image file into RGB."""
     from petal_peft.benchmark.sources.real_faces import _read as benchmark_read
     from petal_peft.data.base import open_rgb
-    from petal_peft.evaluation.images import _open as eval_open
+    from petal_peft.embedding.images import _open as eval_open
 
     return {
         "read_image": read_image,
         "train (open_rgb)": open_rgb,
-        "eval/embed (evaluation.images)": lambda p: eval_open(str(p), str(p)),
+        "eval/embed (embedding.images)": lambda p: eval_open(str(p), str(p)),
         "benchmark": lambda p: benchmark_read(Path(p)),
     }
 
@@ -96,8 +96,8 @@ def test_exif_orientation_is_applied(tmp_path):
 # ---- one list of file types -----------------------------------------------------------------------------------
 def test_one_extension_list_everywhere():
     from petal_peft.data import IMAGE_EXTENSIONS as data_extensions
-    from petal_peft.evaluation.images import IMAGE_EXTENSIONS as eval_extensions
-    from petal_peft.zoo.real_faces import IMAGE_SUFFIXES
+    from petal_peft.embedding.images import IMAGE_EXTENSIONS as eval_extensions
+    from petal_peft.data.real_faces import IMAGE_SUFFIXES
 
     for listed in (data_extensions, eval_extensions, IMAGE_SUFFIXES):
         assert listed is IMAGE_EXTENSIONS
@@ -176,7 +176,7 @@ def test_training_data_check_reports_a_bomb_instead_of_crashing(tmp_path):
 def test_in_memory_16_bit_images_are_scaled_by_the_transforms():
     """Images that arrive decoded (Hugging Face datasets, the benchmark, --align) go through the same conversion."""
     from petal_peft.data.transforms import FaceTransform
-    from petal_peft.evaluation.images import ImageTransform
+    from petal_peft.embedding.images import ImageTransform
 
     image = Image.fromarray(GRADIENT16)
     train_pixels = FaceTransform(image_size=32, horizontal_flip=False)(image)

@@ -71,23 +71,22 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 def run_eval(args: argparse.Namespace) -> int:
     import torch
-    from transformers import AutoModel
 
+    from petal_peft.embedding.loading import load_base_model
+    from petal_peft.embedding.runtime import resolve_device
     from petal_peft.evaluation import build_embedders, build_transform, evaluate
-    from petal_peft.evaluation.run import resolve_device
-    from petal_peft.outputs import check_output_folder
-
-    check_output_folder(args.out, overwrite=args.overwrite, existing_ok=True)  # before the model is loaded
     from petal_peft.inference.provenance import (
         adapter_file_fingerprint,
         base_model_fingerprint,
         proxy_adapter_fingerprint,
         weights_record,
     )
+    from petal_peft.outputs import check_output_folder
 
+    check_output_folder(args.out, overwrite=args.overwrite, existing_ok=True)  # before the model is loaded
     device = resolve_device(args.device)
     dtype = getattr(torch, args.dtype)
-    base = AutoModel.from_pretrained(args.model, dtype=torch.float32)  # fingerprinted in float32, then cast
+    base = load_base_model(args.model, dtype=torch.float32)  # fingerprinted in float32, then cast
     base_weights = base_model_fingerprint(base)
     base.to(device=device, dtype=dtype).eval()
     embedders, settings = build_embedders(
