@@ -128,9 +128,11 @@ def _unpickling_error(err: pickle.UnpicklingError, path: Path, what: str) -> Che
     text = str(err)
     detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0] if text.strip() else ""
     if "Unsupported global" in text or "GLOBAL" in text:
+        detail = detail.split(" was not an allowed global", 1)[0]  # drop torch's advice to allow-list it
+        article = "An" if what[:1].lower() in "aeiou" else "A"
         return CheckpointFormatError(
             f"{path}: refused to load: the pickle holds objects other than tensors and plain containers, which "
-            f"would run code if unpickled ({detail}). A {what} is a plain state dict; it was not executed."
+            f"would run code if unpickled ({detail}). {article} {what} is a plain state dict; it was not executed."
         )
     return CheckpointFormatError(f"{path} is not a PyTorch checkpoint (unreadable pickle: {detail}).")
 
