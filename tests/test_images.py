@@ -96,8 +96,8 @@ def test_exif_orientation_is_applied(tmp_path):
 # ---- one list of file types -----------------------------------------------------------------------------------
 def test_one_extension_list_everywhere():
     from petal_peft.data import IMAGE_EXTENSIONS as data_extensions
-    from petal_peft.embedding.images import IMAGE_EXTENSIONS as eval_extensions
     from petal_peft.data.real_faces import IMAGE_SUFFIXES
+    from petal_peft.embedding.images import IMAGE_EXTENSIONS as eval_extensions
 
     for listed in (data_extensions, eval_extensions, IMAGE_SUFFIXES):
         assert listed is IMAGE_EXTENSIONS
