@@ -22,7 +22,15 @@ import torch
 
 from .adapter import BranchFactors, ModuleFactors
 from .common import CheckpointFormatError, ConversionResult, Stopwatch, check_layout, parse_dtype, read_state_dict
-from .output import IQA_HIGHER_IS_BETTER, check_iqa, load_mapped_weights, missing_key_error, write_conversion
+from .output import (
+    IQA_HIGHER_IS_BETTER,
+    ConvertedModel,
+    OutputSettings,
+    check_iqa,
+    load_mapped_weights,
+    missing_key_error,
+    write_conversion,
+)
 from .petalface import split_qkv_factors
 
 __all__ = ["convert_insightface_vit", "infer_vit_architecture"]
@@ -258,7 +266,7 @@ def convert_insightface_vit(
     size in px (default: 112, arcface_torch's, when it gives the checkpoint's patch grid, else grid x patch). The
     other arguments are those of :func:`~petal_peft.convert.convert_petalface_checkpoint`.
     """
-    from ..models import FaceViTConfig, FaceViTModel, face_image_processor
+    from ..models import FaceViTConfig, FaceViTModel
 
     clock = Stopwatch()
     iqa = check_iqa(iqa)
@@ -283,20 +291,6 @@ def convert_insightface_vit(
     factors = map_lora_factors(state, arch, iqa)
     notes = ["mask_token (training-time token masking) is not converted"] if "mask_token" in state else []
     del state
-    return write_conversion(
-        out_dir,
-        model=model,
-        processor=face_image_processor(arch["image_size"]),
-        card=_base_card(source, arch),
-        arch=arch,
-        factors=factors,
-        target_modules=_target_regex(factors),
-        iqa=iqa,
-        gate_threshold=gate_threshold,
-        lora_scale=lora_scale,
-        dtype=torch_dtype,
-        overwrite=overwrite,
-        source=source,
-        clock=clock,
-        notes=notes,
-    )
+    settings = OutputSettings(out_dir, source, clock, iqa, gate_threshold, lora_scale, torch_dtype, overwrite)
+    converted = ConvertedModel(model, arch, factors, _base_card(source, arch), _target_regex(factors), notes)
+    return write_conversion(converted, settings)

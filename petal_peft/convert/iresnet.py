@@ -25,7 +25,7 @@ import torch
 
 from .adapter import BranchFactors, ModuleFactors
 from .common import CheckpointFormatError, ConversionResult, Stopwatch, check_layout, parse_dtype, read_state_dict
-from .output import load_mapped_weights, missing_key_error, write_conversion
+from .output import ConvertedModel, OutputSettings, load_mapped_weights, missing_key_error, write_conversion
 
 __all__ = ["convert_insightface_iresnet", "infer_iresnet_architecture", "is_iresnet_state_dict"]
 
@@ -254,7 +254,7 @@ def convert_iresnet_state(
     clock: Stopwatch | None = None,
 ) -> ConversionResult:
     """Convert an already read IResNet state dict (the shared step of both public converters)."""
-    from ..models import FaceIResNetConfig, FaceIResNetModel, face_image_processor
+    from ..models import FaceIResNetConfig, FaceIResNetModel
 
     clock = clock or Stopwatch()
     torch_dtype = parse_dtype(dtype)
@@ -268,23 +268,10 @@ def convert_iresnet_state(
     if factors:
         notes.append("LoRA on every convolution (stem and shortcuts included) and on fc, as PETALface's IResNet")
     del state
-    return write_conversion(
-        out_dir,
-        model=model,
-        processor=face_image_processor(arch["image_size"]),
-        card=_base_card(source, arch),
-        arch=arch,
-        factors=factors,
-        target_modules=_LORA_TARGETS,
-        iqa="brisque",  # a single branch has no quality gate: the metric does not enter the adapter
-        gate_threshold=None,
-        lora_scale=lora_scale,
-        dtype=torch_dtype,
-        overwrite=overwrite,
-        source=source,
-        clock=clock,
-        notes=notes,
-    )
+    # a single branch has no quality gate: the metric does not enter the adapter
+    settings = OutputSettings(out_dir, source, clock, "brisque", None, lora_scale, torch_dtype, overwrite)
+    converted = ConvertedModel(model, arch, factors, _base_card(source, arch), _LORA_TARGETS, notes)
+    return write_conversion(converted, settings)
 
 
 def convert_insightface_iresnet(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from .common import CheckpointFormatError, ConversionResult, Stopwatch, staged_d
 
 __all__ = [
     "IQA_HIGHER_IS_BETTER",
+    "ConvertedModel",
+    "OutputSettings",
     "adapter_notes",
     "check_iqa",
     "gate_kwargs",
@@ -87,50 +90,65 @@ def adapter_notes(arch: Mapping[str, Any], iqa: str, gate_threshold: float | Non
     return notes
 
 
-def write_conversion(
-    out_dir: str | os.PathLike,
-    *,
-    model: nn.Module,
-    processor: Any,
-    card: str,
-    arch: Mapping[str, Any],
-    factors: Mapping[str, ModuleFactors],
-    target_modules: str,
-    iqa: str,
-    gate_threshold: float | None,
-    lora_scale: float,
-    dtype: torch.dtype | None,
-    overwrite: bool,
-    source: str,
-    clock: Stopwatch,
-    notes: list[str],
-) -> ConversionResult:
+@dataclass(frozen=True)
+class OutputSettings:
+    """How a converter writes its result: the same for every checkpoint family.
+
+    ``iqa`` and ``gate_threshold`` set the adapter's gate (see :func:`gate_kwargs`); ``lora_scale`` multiplies the
+    LoRA factors; ``dtype`` is the saved weights' dtype (None: as read); ``source`` and ``clock`` go into the result.
+    """
+
+    out_dir: str | os.PathLike
+    source: str
+    clock: Stopwatch
+    iqa: str = "brisque"
+    gate_threshold: float | None = None
+    lora_scale: float = 1.0
+    dtype: torch.dtype | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class ConvertedModel:
+    """A converter's product before it is written: the loaded base, its LoRA factors and what describes them."""
+
+    model: nn.Module
+    arch: Mapping[str, Any]
+    factors: Mapping[str, ModuleFactors]
+    card: str
+    target_modules: str
+    notes: list[str] = field(default_factory=list)
+
+
+def write_conversion(converted: ConvertedModel, settings: OutputSettings) -> ConversionResult:
     """Write ``out_dir/base`` and, when there are LoRA factors, ``out_dir/adapter`` (all or nothing)."""
-    out_dir = Path(out_dir)
-    notes = list(notes)
-    adapter_dir = None
-    with staged_directory(out_dir, overwrite=overwrite) as staging:
-        write_base(model, processor, staging / "base", card, dtype)
-        if factors:
+    from ..models import face_image_processor
+
+    c, s = converted, settings
+    out_dir, notes, adapter_dir = Path(s.out_dir), list(c.notes), None
+    processor = face_image_processor(c.arch["image_size"])
+    with staged_directory(out_dir, overwrite=s.overwrite) as staging:
+        write_base(c.model, processor, staging / "base", c.card, s.dtype)
+        if c.factors:
             adapter_dir = out_dir / "adapter"
             write_adapter(
-                model,
-                dict(factors),
-                layout=arch["layout"],
-                target_modules=target_modules,
-                scale=lora_scale,
+                c.model,
+                dict(c.factors),
+                layout=c.arch["layout"],
+                target_modules=c.target_modules,
+                scale=s.lora_scale,
                 adapter_dir=staging / "adapter",
                 base_name_or_path=str((out_dir / "base").resolve()),
-                dtype=dtype,
-                config_kwargs=gate_kwargs(iqa, gate_threshold),
+                dtype=s.dtype,
+                config_kwargs=gate_kwargs(s.iqa, s.gate_threshold),
             )
-            notes += adapter_notes(arch, iqa, gate_threshold)
+            notes += adapter_notes(c.arch, s.iqa, s.gate_threshold)
     return ConversionResult(
         base_dir=out_dir / "base",
         adapter_dir=adapter_dir,
-        layout=arch["layout"],
-        architecture={k: v for k, v in arch.items() if k != "layout"},
-        source=source,
-        seconds=clock.seconds,
+        layout=c.arch["layout"],
+        architecture={k: v for k, v in c.arch.items() if k != "layout"},
+        source=s.source,
+        seconds=s.clock.seconds,
         notes=notes,
     )

@@ -32,7 +32,15 @@ import torch
 from .adapter import BranchFactors, ModuleFactors
 from .common import CheckpointFormatError, ConversionResult, Stopwatch, check_layout, parse_dtype, read_state_dict
 from .iresnet import convert_iresnet_state, is_iresnet_state_dict
-from .output import IQA_HIGHER_IS_BETTER, check_iqa, load_mapped_weights, missing_key_error, write_conversion
+from .output import (
+    IQA_HIGHER_IS_BETTER,
+    ConvertedModel,
+    OutputSettings,
+    check_iqa,
+    load_mapped_weights,
+    missing_key_error,
+    write_conversion,
+)
 
 __all__ = [
     "IQA_HIGHER_IS_BETTER",
@@ -397,7 +405,7 @@ def convert_petalface_checkpoint(
 
     Reads the file only with ``torch.load(weights_only=True)``. Returns a :class:`ConversionResult`.
     """
-    from ..models import FaceSwinConfig, FaceSwinModel, face_image_processor
+    from ..models import FaceSwinConfig, FaceSwinModel
 
     clock = Stopwatch()
     iqa = check_iqa(iqa)
@@ -417,26 +425,13 @@ def convert_petalface_checkpoint(
     load_mapped_weights(model, map_base_weights(state, arch))
     factors = map_lora_factors(state, arch, iqa)
     del state
-    return write_conversion(
-        out_dir,
-        model=model,
-        processor=face_image_processor(arch["image_size"]),
-        card=_base_card(source, arch),
-        arch=arch,
-        factors=factors,
-        target_modules=_target_regex(arch),
-        iqa=iqa,
-        gate_threshold=gate_threshold,
-        lora_scale=lora_scale,
-        dtype=torch_dtype,
-        overwrite=overwrite,
-        source=source,
-        clock=clock,
-        notes=[
-            "the reference never applies Swin's shifted-window attention mask; the converted config keeps that "
-            "(shifted_window_mask=false)"
-        ],
-    )
+    notes = [
+        "the reference never applies Swin's shifted-window attention mask; the converted config keeps that "
+        "(shifted_window_mask=false)"
+    ]
+    settings = OutputSettings(out_dir, source, clock, iqa, gate_threshold, lora_scale, torch_dtype, overwrite)
+    converted = ConvertedModel(model, arch, factors, _base_card(source, arch), _target_regex(arch), notes)
+    return write_conversion(converted, settings)
 
 
 def _arch_text(arch: Mapping[str, Any]) -> str:

@@ -72,24 +72,16 @@ class QualityGatedLayer:
                 "`quality=`."
             )
 
-    def _active_adapters_or_base(
-        self, x: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[list[str], torch.Tensor | None]:
-        """The adapters to run on ``x``; with none (adapters disabled, merged or absent), the base layer's output.
-
-        Disabling the adapters also unmerges them, as PEFT's LoRA layers do. Call :meth:`_refuse_adapter_names`
-        on the forward's own kwargs first (it removes PEFT's ``adapter_names=None``).
-        """
-        if self.disable_adapters:
-            if self.merged:
-                self.unmerge()
-            return [], self.base_layer(x, *args, **kwargs)
-        if self.merged:
-            return [], self.base_layer(x, *args, **kwargs)
-        active = [name for name in self.active_adapters if name in self.lora_A]
-        if not active:
-            return [], self.base_layer(x, *args, **kwargs)
-        return active, None
+    def _start_forward(self, x: torch.Tensor, args: tuple, kwargs: dict[str, Any]) -> tuple[list[str], torch.Tensor]:
+        """The base layer's output on ``x``, and the adapters to add to it (none when they are disabled, merged
+        or absent; disabling them also unmerges them, as PEFT's LoRA layers do)."""
+        self._refuse_adapter_names(kwargs)  # removes PEFT's adapter_names=None before the base layer sees kwargs
+        if self.disable_adapters and self.merged:
+            self.unmerge()
+        result = self.base_layer(x, *args, **kwargs)
+        if self.disable_adapters or self.merged:
+            return [], result
+        return [name for name in self.active_adapters if name in self.lora_A], result
 
     # ------------------------------------------------------------------------------------------ unit scales
     _unit_blocks: int = 1

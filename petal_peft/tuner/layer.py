@@ -55,12 +55,9 @@ class QualityGatedLinear(QualityGatedLayer, LoraLinear):
         return down, up
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        self._refuse_adapter_names(kwargs)
-        active, base_only = self._active_adapters_or_base(x, *args, **kwargs)
-        if base_only is not None:
-            return base_only
-
-        result = self.base_layer(x, *args, **kwargs)
+        active, result = self._start_forward(x, args, kwargs)
+        if not active:
+            return result
         result_dtype = result.dtype
         rows = x.shape[0] if x.dim() > 1 else 1
         row_quality = self.quality_state.rows(rows)
