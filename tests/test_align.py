@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from testing_utils import dots_image, two_person_source
 
 from petal_peft.align import (
     ARCFACE_TEMPLATE_112,
@@ -85,17 +86,6 @@ def test_templates():
         landmark_template("mtcnn")
     with pytest.raises(ValueError, match="margin"):
         landmark_template("arcface", 112, margin=-1)
-
-
-def dots_image(points: np.ndarray, size: tuple[int, int], radius: float = 2.5) -> np.ndarray:
-    """Black RGB uint8 image with a bright Gaussian spot (sigma = radius / 2) at each point (x, y), neighbouring
-    points in different colour channels."""
-    h, w = size
-    ys, xs = np.mgrid[0:h, 0:w]
-    img = np.zeros((h, w, 3), np.float64)
-    for k, (x, y) in enumerate(points):
-        img[..., k % 3] += 255 * np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * (radius / 2) ** 2))
-    return np.clip(img, 0, 255).astype(np.uint8)
 
 
 def disc_centres(img: np.ndarray, guesses: np.ndarray, window: int = 6) -> np.ndarray:
@@ -221,11 +211,7 @@ def test_cli_align_reports_a_missing_folder_in_one_line(tmp_path, capsys):
 def test_align_folder_keeps_faceless_images_and_reports_them(tmp_path):
     from petal_peft.cli import main
 
-    src = tmp_path / "src"
-    template = landmark_template("arcface", 112)
-    for person in ("Ann", "Bob"):
-        (src / person).mkdir(parents=True)
-        Image.fromarray(dots_image(template + 10, (132, 132))).save(src / person / f"{person}_0001.jpg")
+    src = two_person_source(tmp_path)
     (src / "pairs.txt").write_text("Ann/Ann_0001.jpg Bob/Bob_0001.jpg 0\n")
     assert main(["align", str(src), str(tmp_path / "out"), "--no-progress"]) == 0
     report = json.loads((tmp_path / "out" / "align_report.json").read_text())

@@ -6,26 +6,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from PIL import Image
-from test_align import dots_image, needs_dlib
-from test_images import write_png_header
+from test_align import needs_dlib
+from testing_utils import two_person_source, write_png_header
 
-from petal_peft.align import landmark_template
 from petal_peft.cli import main
-
-
-def _source(tmp_path):
-    src = tmp_path / "src"
-    template = landmark_template("arcface", 112)
-    for person in ("Ann", "Bob"):
-        (src / person).mkdir(parents=True)
-        Image.fromarray(dots_image(template + 10, (132, 132))).save(src / person / f"{person}_0001.jpg")
-    return src
 
 
 @needs_dlib
 def test_a_decompression_bomb_is_reported_not_a_traceback(tmp_path, capsys):
-    src = _source(tmp_path)
+    src = two_person_source(tmp_path)
     write_png_header(src / "Bob" / "Bob_0002.png", 50000, 50000)
     assert main(["align", str(src), str(tmp_path / "out"), "--no-progress"]) == 0
     report = json.loads((tmp_path / "out" / "align_report.json").read_text())
@@ -40,7 +29,7 @@ def test_a_decompression_bomb_is_reported_not_a_traceback(tmp_path, capsys):
 def test_an_interrupted_align_is_rerun_in_place(tmp_path, monkeypatch):
     import petal_peft.align.folder as folder
 
-    src = _source(tmp_path)
+    src = two_person_source(tmp_path)
     calls = []
     real = folder._align_one
 

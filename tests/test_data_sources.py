@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from testing_utils import make_face_folder, make_tiny_base, tiny_flags
+from testing_utils import make_face_folder, make_tiny_base, tiny_flags, write_png_header
 
 from petal_peft.cli import main as cli_main
 from petal_peft.data import DataValidationError, FaceImageFolder, build_face_dataset
@@ -92,8 +92,6 @@ def test_skip_corrupt_images_still_needs_two_identities(tmp_path):
 
 
 def test_skip_corrupt_images_skips_a_decompression_bomb(tmp_path, capsys):
-    from test_images import write_png_header
-
     base, data = make_tiny_base(tmp_path / "base"), make_face_folder(tmp_path / "train")
     bomb = write_png_header(data / "id2" / "bomb.png", 50000, 50000)
     with pytest.raises(DataValidationError, match=r"bomb\.png: image too large"):

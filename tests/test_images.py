@@ -3,13 +3,12 @@ cap on the decoded size (decompression bombs refused per image, big photos shrun
 
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from testing_utils import write_png_header
 
 from petal_peft import images
 from petal_peft.images import IMAGE_EXTENSIONS, ImageReadError, ImageTooLargeError, read_image
@@ -21,18 +20,6 @@ def _grey_levels(image: Image.Image) -> np.ndarray:
     array = np.asarray(image)
     assert image.mode == "RGB" and array.dtype == np.uint8
     return array[..., 0].astype(np.float64)
-
-
-def write_png_header(path: Path, width: int, height: int) -> Path:
-    """A tiny PNG that declares ``width`` x ``height`` (a decompression bomb when large)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    data = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + data)
-    return path
 
 
 # ---- bit depth ------------------------------------------------------------------------------------------------

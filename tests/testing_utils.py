@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +241,42 @@ def make_eval_folder(root: Path, identities: int = 3, per_identity: int = 3) -> 
             identity_image(100 + k, n).resize((12, 12)).save(root / "Probe" / f"e{k}_{n}.png")
     identity_image(999, 0).save(root / "Gallery_Distractor" / "d0_0.png")
     return root
+
+
+# ---- images made here ----------------------------------------------------------------------------------------
+def dots_image(points: np.ndarray, size: tuple[int, int], radius: float = 2.5) -> np.ndarray:
+    """Black RGB uint8 image with a bright Gaussian spot (sigma = radius / 2) at each point (x, y), neighbouring
+    points in different colour channels."""
+    h, w = size
+    ys, xs = np.mgrid[0:h, 0:w]
+    img = np.zeros((h, w, 3), np.float64)
+    for k, (x, y) in enumerate(points):
+        img[..., k % 3] += 255 * np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * (radius / 2) ** 2))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def two_person_source(tmp_path):
+    """``tmp_path/src/{Ann,Bob}/<name>_0001.jpg``: one face-like image each (dots at the ArcFace landmarks)."""
+    from petal_peft.align import landmark_template
+
+    src = tmp_path / "src"
+    template = landmark_template("arcface", 112)
+    for person in ("Ann", "Bob"):
+        (src / person).mkdir(parents=True)
+        Image.fromarray(dots_image(template + 10, (132, 132))).save(src / person / f"{person}_0001.jpg")
+    return src
+
+
+def write_png_header(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG that declares ``width`` x ``height`` (a decompression bomb when large)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    data = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + data)
+    return path
 
 
 # ---- training runs ----------------------------------------------------------------------------------------------
