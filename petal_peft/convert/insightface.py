@@ -262,9 +262,22 @@ def convert_insightface_vit(
     """Convert an arcface_torch ViT checkpoint into ``out_dir/base`` (a face-ViT folder) and, when it holds LoRA
     weights (the PETALface repository's ``vit.py`` / ``vit_iqa.py`` with ``use_lora``), ``out_dir/adapter``.
 
-    ``num_attention_heads``: not stored in the weights; 8 for every arcface_torch preset. ``image_size``: the input
-    size in px (default: 112, arcface_torch's, when it gives the checkpoint's patch grid, else grid x patch). The
-    other arguments are those of :func:`~petal_peft.convert.convert_petalface_checkpoint`.
+    Args:
+        path: the checkpoint (``backbone.pth`` or the PETALface repository's ``model.pt``).
+        out_dir: a new or empty folder (or any folder with ``overwrite``).
+        iqa: the image-quality metric a two-branch checkpoint was trained with (``"brisque"`` or ``"cnniqa"``).
+        num_attention_heads: not stored in the weights; 8 for every arcface_torch preset.
+        image_size: the input size in px (default: 112, arcface_torch's, when it gives the checkpoint's patch
+            grid, else grid x patch).
+        lora_scale: the reference's ``--lora_scale``.
+        dtype: cast the weights (``"float16"``, ...; default: keep).
+        gate_threshold: the IQA threshold of a two-branch checkpoint (see
+            :func:`~petal_peft.convert.convert_petalface_checkpoint`).
+        overwrite: replace what ``out_dir`` holds (only once the new folder is complete).
+        progress: show the reading progress.
+
+    Returns:
+        A :class:`ConversionResult`: the two folders, the layout, the architecture, notes and the time taken.
     """
     from ..models import FaceViTConfig, FaceViTModel
 

@@ -395,15 +395,25 @@ def convert_petalface_checkpoint(
     and a plain PEFT LoRA adapter (PEFT's own Conv2d / Linear LoRA, ``lora_alpha / r = lora_scale``) that reproduces
     the reference forward; its LoRA has a single branch, so ``iqa`` and ``gate_threshold`` do not apply to it.
 
-    ``iqa``: the image-quality metric the checkpoint was trained with (``"brisque"`` or ``"cnniqa"``), which
-    decides which reference branch is the high-quality one. ``lora_scale``: the reference's ``--lora_scale`` (1 in
-    every released run). ``dtype``: cast the weights (``"float16"``, ...; default: keep). ``gate_threshold``: the
-    IQA threshold the model was trained with; when given, the adapter uses the reference's unclamped gate
-    (``gate_mode="linear_unclamped"``, ``allow_unbounded_quality=True``), so ``quality_score=`` raw IQA scores
-    reproduce the reference exactly. Without it the adapter keeps the bounded default gate and takes ``quality=``
-    in [0, 1] (for BRISQUE: ``quality = 1 - alpha``; for CNNIQA: ``quality = alpha``).
+    Reads the file only with ``torch.load(weights_only=True)``.
 
-    Reads the file only with ``torch.load(weights_only=True)``. Returns a :class:`ConversionResult`.
+    Args:
+        path: the checkpoint (``model.pt``).
+        out_dir: a new or empty folder (or any folder with ``overwrite``).
+        iqa: the image-quality metric the checkpoint was trained with (``"brisque"`` or ``"cnniqa"``), which
+            decides which reference branch is the high-quality one.
+        lora_scale: the reference's ``--lora_scale`` (1 in every released run).
+        dtype: cast the weights (``"float16"``, ...; default: keep).
+        gate_threshold: the IQA threshold the model was trained with; when given, the adapter uses the
+            reference's unclamped gate (``gate_mode="linear_unclamped"``, ``allow_unbounded_quality=True``), so
+            ``quality_score=`` raw IQA scores reproduce the reference exactly. Without it the adapter keeps the
+            bounded default gate and takes ``quality=`` in [0, 1] (for BRISQUE: ``quality = 1 - alpha``; for
+            CNNIQA: ``quality = alpha``).
+        overwrite: replace what ``out_dir`` holds (only once the new folder is complete).
+        progress: show the reading progress.
+
+    Returns:
+        A :class:`ConversionResult`: the two folders, the layout, the architecture, notes and the time taken.
     """
     from ..models import FaceSwinConfig, FaceSwinModel
 

@@ -39,7 +39,15 @@ _PEFT_PREFIX = "base_model.model."
 
 
 def merged_encoder(peft_model: nn.Module, quality: float) -> nn.Module:
-    """A plain copy of the base model with the active adapter merged at ``quality`` (the PeftModel is untouched)."""
+    """A plain copy of the base model with the active adapter merged at ``quality`` (the PeftModel is untouched).
+
+    Args:
+        peft_model: a PeftModel with a quality-gated adapter.
+        quality: the q in [0, 1] the adapter is merged at (1: the gallery encoder, 0: the probe encoder).
+
+    Returns:
+        The merged base model, with no adapter layers left.
+    """
     return copy.deepcopy(peft_model).merge_and_unload(quality=quality)
 
 
@@ -114,7 +122,16 @@ def export_proxy_encoders(
     Each is a plain transformers checkpoint (``config.json`` + ``model.safetensors``) that loads with
     ``AutoModel.from_pretrained`` without petal-peft, and needs no quality estimation at test time. Into an
     existing folder, only a previous export's ``gallery_encoder/``, ``probe_encoder/`` and record are replaced
-    (other files are left alone; encoder folders of unknown origin are refused). Returns the two folder paths.
+    (other files are left alone; encoder folders of unknown origin are refused).
+
+    Args:
+        peft_model: a PeftModel with a quality-gated adapter.
+        output_dir: the folder to write ``gallery_encoder/`` and ``probe_encoder/`` into.
+        high_quality: the q the gallery encoder is merged at.
+        low_quality: the q the probe encoder is merged at.
+
+    Returns:
+        ``{"gallery_encoder": path, "probe_encoder": path}``.
     """
     folder = Path(output_dir)
     _check_export_target(folder)
