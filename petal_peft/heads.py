@@ -315,10 +315,29 @@ HEADS.register("adaface", AdaFaceHead)
 
 
 def build_head(name: str, *, embedding_size: int, num_classes: int, **kwargs: Any) -> FaceHead:
-    """Build a head by name: ``"arcface"`` (m=0.5), ``"cosface"`` (m=0.4), ``"adaface"`` or ``"combined"``."""
+    """Build a head by name.
+
+    Args:
+        name: ``"arcface"`` (m=0.5), ``"cosface"`` (m=0.4), ``"adaface"``, ``"combined"``, or a name registered in
+            :data:`HEADS`.
+        embedding_size: the backbone's embedding width.
+        num_classes: the number of training identities.
+        **kwargs: the head's own settings (scale ``s``, margins).
+
+    Returns:
+        The head, with freshly initialised class centres.
+    """
     return HEADS.build(name, embedding_size=embedding_size, num_classes=num_classes, **kwargs)
 
 
 def load_head(load_directory: str | os.PathLike, map_location: str = "cpu") -> FaceHead:
-    """Load whichever head type ``save_pretrained`` wrote into ``load_directory``."""
+    """Load whichever head type ``save_pretrained`` wrote into ``load_directory``.
+
+    Args:
+        load_directory: a folder with ``head_config.json`` and ``head.safetensors``.
+        map_location: the device to load the weights onto.
+
+    Returns:
+        The head, of the type that was saved.
+    """
     return FaceHead.from_pretrained(load_directory, map_location=map_location)

@@ -156,6 +156,19 @@ def closed_set_identification(
     Probes whose identity has no gallery entry are counted (``num_unmated_probes``) and left out of CMC and
     mAP, as in CVLface. Gallery distractors carry :data:`DISTRACTOR_LABEL`. Works in probe chunks so a
     160k-image gallery never needs the full score matrix in memory.
+
+    Args:
+        probe_embeddings: ``[P, D]`` probe embeddings (normalised here).
+        probe_labels: ``P`` identity labels.
+        gallery_embeddings: ``[G, D]`` gallery embeddings (normalised here).
+        gallery_labels: ``G`` identity labels, :data:`DISTRACTOR_LABEL` for distractors.
+        ranks: the ranks reported as ``rank-k``.
+        ties: ``"pessimistic"`` (an equal score ranks ahead of the match) or ``"optimistic"`` (behind it).
+        chunk_size: probes scored at a time.
+
+    Returns:
+        Each probe's rank of its first match and average precision; its ``metrics()`` gives rank-k and mAP in
+        percent, and the probe counts.
     """
     probes = l2_normalize(_as_2d_float("probe_embeddings", probe_embeddings).float())
     gallery = l2_normalize(_as_2d_float("gallery_embeddings", gallery_embeddings).float())
@@ -221,8 +234,15 @@ def roc_curve(
     """ROC of a similarity score (higher = more likely the same identity): (fpr, tpr, thresholds).
 
     One point per distinct score, accepting ``score >= threshold``, starting at (0, 0) with an infinite
-    threshold: the same points as ``sklearn.metrics.roc_curve`` (which CVLface uses), with which it also
-    shares ``drop_intermediate`` (drop collinear points).
+    threshold: the same points as ``sklearn.metrics.roc_curve`` (which CVLface uses).
+
+    Args:
+        labels: per pair, True (or 1) when both images show the same identity.
+        scores: per pair, the similarity.
+        drop_intermediate: drop collinear points, as scikit-learn's option of that name does.
+
+    Returns:
+        ``(fpr, tpr, thresholds)``, each from the (0, 0) point with an infinite threshold onwards.
     """
     y, s = _check_binary(labels, scores)
     order = np.argsort(-s, kind="mergesort")
@@ -248,6 +268,15 @@ def tar_at_far(
     ``"nearest"`` reads the ROC point whose FAR is closest to the target (the largest TAR among equally close
     points): the insightface / CVLface rule the paper's IJB numbers use. ``"at_most"`` takes the best TAR
     whose FAR does not exceed the target (stricter; never over the budget).
+
+    Args:
+        fpr: false-accept rates of the ROC points, as :func:`roc_curve` returns them.
+        tpr: true-accept rates of the same points.
+        fars: the target false-accept rates.
+        method: ``"nearest"`` or ``"at_most"``.
+
+    Returns:
+        ``{far: TAR in percent}``.
     """
     fpr = np.asarray(fpr, dtype=np.float64)
     tpr = np.asarray(tpr, dtype=np.float64)
@@ -312,6 +341,15 @@ def kfold_verification_accuracy(
     ``KFold(n_folds, shuffle=False)``: the first ``n % k`` folds are one longer); the first best threshold
     wins.
     Accuracy std is the population std over folds (numpy default), as insightface reports it.
+
+    Args:
+        distances: per pair, the distance between the two embeddings (smaller = more alike).
+        is_same: per pair, True (or 1) when both images show the same identity.
+        n_folds: the number of folds (10 in the LFW protocol).
+        thresholds: the candidate thresholds (default: :func:`default_verification_thresholds`).
+
+    Returns:
+        The per-fold accuracies and thresholds; its ``metrics()`` gives the mean accuracy and its std in percent.
     """
     y, d = _pair_arrays(is_same, distances, ("is_same", "distances"))
     if n_folds < 2 or len(d) < n_folds:
@@ -350,7 +388,15 @@ def template_features(
     """Template features: images averaged within each media, media summed, the sum L2-normalised.
 
     ``image_features`` are the per-image features with their norm kept (the insightface "norm score" mode,
-    optionally already weighted by a detector score). Returns (sorted unique template ids, [T, D] unit rows).
+    optionally already weighted by a detector score).
+
+    Args:
+        image_features: ``[N, D]`` per-image features.
+        templates: ``N`` template ids.
+        medias: ``N`` media ids.
+
+    Returns:
+        ``(sorted unique template ids, [T, D] unit rows)``.
     """
     feats = np.asarray(image_features, dtype=np.float64)
     templates = np.asarray(templates)

@@ -18,8 +18,18 @@ def build_estimator(
     image_mean: Sequence[float] | float | None = None,
     image_std: Sequence[float] | float | None = None,
 ) -> torch.nn.Module:
-    """A registered estimator by name, a module as is, or a plain callable wrapped (higher = better unless it
-    has ``higher_is_better = False``)."""
+    """The quality estimator pixel_values -> score per image.
+
+    Args:
+        estimator: a registered name (e.g. ``"resolution"``, ``"brisque"``), a module (returned as is), or a plain
+            callable on images in [0, 1] (wrapped; higher = better unless it has ``higher_is_better = False``).
+        estimator_kwargs: settings of a named estimator (or of the wrapper of a callable).
+        image_mean: the model's normalisation mean, so the estimator can undo it.
+        image_std: the model's normalisation std.
+
+    Returns:
+        The estimator module.
+    """
     kwargs = dict(estimator_kwargs or {})
     if isinstance(estimator, str):
         return QUALITY_ESTIMATORS.build(estimator, image_mean=image_mean, image_std=image_std, **kwargs)
@@ -63,7 +73,20 @@ def build_quality_fn(
     image_mean: Sequence[float] | float | None = None,
     image_std: Sequence[float] | float | None = None,
 ) -> QualityFunction:
-    """The same quality function the tuner builds from QualityGatedLoraConfig's gate fields."""
+    """The same quality function q = gate(estimator(pixel_values)) the tuner builds from its config's gate fields.
+
+    Args:
+        estimator: see :func:`build_estimator`.
+        estimator_kwargs: see :func:`build_estimator`.
+        gate_mode: a registered gate (``"sigmoid"``, ``"linear"``, ...).
+        threshold: the score at which q = 0.5.
+        temperature: the gate's softness, in score units.
+        image_mean: the model's normalisation mean.
+        image_std: the model's normalisation std.
+
+    Returns:
+        A :class:`QualityFunction` in eval mode (no gradients flow through it).
+    """
     module = build_estimator(estimator, estimator_kwargs, image_mean, image_std)
     higher = bool(getattr(module, "higher_is_better", True))
     gate = build_gate(gate_mode, threshold=threshold, temperature=temperature, higher_is_better=higher)
