@@ -1,11 +1,10 @@
 """The small pretrained face-recognition ViT used by benchmarks and as the embedded default: its recipe and loader.
 
-No pretrained face weights can be downloaded here, so the base is trained locally and deterministically: a
-transformers ``ViTModel`` (with its pooler, so ``pooler.dense`` is a final projection an adapter can target)
-trained with a CosFace margin head on sharp images of the *pretrain* group of procedural synthetic identities
-(:mod:`petal_peft.data.synthetic_identities`). They are NOT faces: no real identity-labelled face set large
-enough ships in a reachable package registry (docs/real_faces.md). Real faces, where a user has them, are for
-evaluation only.
+The base lets examples, tests and the benchmark run with no download: a transformers ``ViTModel`` (with its
+pooler, so ``pooler.dense`` is a final projection an adapter can target) trained locally and deterministically
+with a CosFace margin head on sharp images of the *pretrain* group of procedural synthetic identities
+(:mod:`petal_peft.data.synthetic_identities`). They are NOT faces (docs/real_faces.md says why, and where real
+faces come in).
 
 The weights of the default settings ship inside the package (``petal_peft/zoo/weights/<SHIPPED_BASE_NAME>/``,
 fp16 safetensors, loaded as fp32), so the first call loads instantly. Other settings, or ``rebuild=True``, train
