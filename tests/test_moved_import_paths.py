@@ -74,3 +74,15 @@ def test_the_old_evaluation_json_writer_warns_and_still_writes(tmp_path):
         write = evaluation.write_json_atomic
     path = write(tmp_path / "r.json", {"a": np.float32(0.5), "b": float("nan")})
     assert isinstance(path, str) and json.loads(open(path).read()) == {"a": 0.5, "b": None}
+
+
+@pytest.mark.parametrize("module", ["petal_peft.tuner", "petal_peft.tuner.targets"])
+def test_the_tuners_table_of_default_targets_has_a_name_of_its_own(module):
+    import importlib
+
+    from petal_peft.registry import DEFAULT_TARGET_MODULES as REGISTRY
+    from petal_peft.tuner import TRANSFORMERS_TARGET_MODULES
+
+    with pytest.warns(DeprecationWarning, match="TRANSFORMERS_TARGET_MODULES"):
+        assert importlib.import_module(module).DEFAULT_TARGET_MODULES is TRANSFORMERS_TARGET_MODULES
+    assert TRANSFORMERS_TARGET_MODULES is not REGISTRY and "vit" in TRANSFORMERS_TARGET_MODULES

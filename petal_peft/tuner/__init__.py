@@ -42,7 +42,7 @@ from .model import QualityGatedLoraModel  # noqa: E402
 from .proxy import check_proxy_encoders, export_proxy_encoders  # noqa: E402
 from .quality_state import QualityState, validate_quality  # noqa: E402
 from .targets import (  # noqa: E402
-    DEFAULT_TARGET_MODULES,
+    TRANSFORMERS_TARGET_MODULES,
     default_target_modules,
     resolve_target_modules,
     target_module_groups,
@@ -68,7 +68,7 @@ _register_with_peft()
 
 __all__ = [
     "AdapterMismatchError",
-    "DEFAULT_TARGET_MODULES",
+    "TRANSFORMERS_TARGET_MODULES",
     "QUALITY_GATED_LORA",
     "QualityGatedConv2d",
     "QualityGatedLayer",
@@ -85,3 +85,11 @@ __all__ = [
     "target_module_groups",
     "validate_quality",
 ]
+
+
+def __getattr__(name: str):
+    if name == "DEFAULT_TARGET_MODULES":  # the old name of TRANSFORMERS_TARGET_MODULES (warns in targets)
+        from . import targets
+
+        return targets.DEFAULT_TARGET_MODULES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

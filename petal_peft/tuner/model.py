@@ -23,7 +23,7 @@ from .gated_layer import QualityGatedLayer
 from .layer import QualityGatedLinear
 from .quality_state import QualityState, capture_quality_for_recompute, validate_quality
 from .targets import (
-    DEFAULT_TARGET_MODULES,
+    TRANSFORMERS_TARGET_MODULES,
     default_target_modules,
     linear_layer_summary,
     resolve_default_targets,
@@ -57,7 +57,7 @@ class QualityGatedLoraModel(LoraModel):
     """
 
     prefix: str = "lora_"
-    target_module_mapping = DEFAULT_TARGET_MODULES
+    target_module_mapping = TRANSFORMERS_TARGET_MODULES
 
     def __init__(self, model: nn.Module, config: Any, adapter_name: str, **kwargs: Any) -> None:
         if any(isinstance(m, QualityGatedLayer) for m in model.modules()):

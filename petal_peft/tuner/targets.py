@@ -21,7 +21,7 @@ from typing import Any
 from torch import nn
 
 __all__ = [
-    "DEFAULT_TARGET_MODULES",
+    "TRANSFORMERS_TARGET_MODULES",
     "attention_projection_names",
     "default_target_modules",
     "linear_layer_summary",
@@ -36,7 +36,7 @@ _QKV_SELF_ATTN = r"(q_proj|k_proj|v_proj)"
 #: model_type -> full-match regex over module names, where the default is more than the attention
 #: projections: the query/key/value projections plus the final feature projection where the model has one.
 #: Checked against tiny random configs in tests/test_tuner_targets.py.
-DEFAULT_TARGET_MODULES: dict[str, str] = {
+TRANSFORMERS_TARGET_MODULES: dict[str, str] = {
     # ViTModel / DeiTModel: layers.*.attention.{q,k,v}_proj and the pooler's dense projection.
     "vit": rf"(.*\.)?layers\.\d+\.attention\.{_QKV_SELF_ATTN}|(.*\.)?pooler\.dense",
     "deit": rf"(.*\.)?layers\.\d+\.attention\.{_QKV_SELF_ATTN}|(.*\.)?pooler\.dense",
@@ -70,7 +70,7 @@ def default_target_modules(model_type: str | None) -> str | list[str] | None:
 
     if model_type and model_type in REGISTERED:
         return REGISTERED.get(model_type)
-    return DEFAULT_TARGET_MODULES.get(model_type or "")
+    return TRANSFORMERS_TARGET_MODULES.get(model_type or "")
 
 
 def attention_projection_names(model: nn.Module) -> list[str]:
@@ -206,3 +206,17 @@ def resolve_target_modules(model_or_type: nn.Module | str | None, targets: Any) 
             f"groups are {sorted(groups)} (join them with '+', e.g. 'stem+attention')."
         )
     return "|".join(f"(?:{groups[name]})" for name in dict.fromkeys(names))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DEFAULT_TARGET_MODULES":  # renamed: petal_peft.registry.DEFAULT_TARGET_MODULES is the registry
+        import warnings
+
+        warnings.warn(
+            f"{__name__}.DEFAULT_TARGET_MODULES is deprecated: use TRANSFORMERS_TARGET_MODULES (the table for "
+            "transformers' model types) or petal_peft.registry.DEFAULT_TARGET_MODULES (the registry).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return TRANSFORMERS_TARGET_MODULES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
