@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from petal_peft.align.geometry import ARCFACE_TEMPLATE_112, similarity_transform
 from petal_peft.images import IMAGE_EXTENSIONS, list_image_files, read_image, to_rgb8
 
 __all__ = [
@@ -30,12 +31,6 @@ __all__ = [
     "list_images",
     "similarity_transform",
 ]
-
-#: The ArcFace 112x112 five-point template (eyes, nose, mouth corners) used to align IJB loose crops.
-ARCFACE_TEMPLATE_112 = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
-    dtype=np.float64,
-)
 
 
 def _three(name: str, values: float | Sequence[float]) -> tuple[float, float, float]:
@@ -112,27 +107,6 @@ class EncodedImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.transform(_open(self.blobs[index], f"#{index} of the .bin file"))
-
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, shift) mapping ``src`` onto ``dst`` (Umeyama).
-
-    Returns the 2x3 matrix M with ``dst ~ M @ [x, y, 1]``.
-    """
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s_c, d_c = src - mu_s, dst - mu_d
-    cov = d_c.T @ s_c / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[-1] = -1
-    rot = u @ np.diag(d) @ vt
-    var_s = (s_c**2).sum() / len(src)
-    scale = (sig * d).sum() / var_s if var_s > 0 else 1.0
-    shift = mu_d - scale * rot @ mu_s
-    return np.hstack([scale * rot, shift[:, None]])
 
 
 def align_face(image: Image.Image, landmarks: np.ndarray, output_size: int = 112) -> Image.Image:
