@@ -8,6 +8,7 @@ import pytest
 import torch
 from peft import PeftModel
 from petalface_reference import SwinSpec, ViTSpec, swin_state_dict, vit_forward, vit_state_dict
+from testing_utils import assert_gated_output_matches, relative_error
 from transformers import AutoModel
 
 import petal_peft  # noqa: F401
@@ -15,10 +16,6 @@ from petal_peft.cli import main
 from petal_peft.convert import CheckpointFormatError, convert_insightface_vit
 
 TOL = 1e-4
-
-
-def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
-    return float((ours - reference).abs().max() / reference.abs().max())
 
 
 def convert(state, tmp_path, **kwargs):
@@ -68,11 +65,9 @@ def test_vit_iqa_lora_converts_exactly(tmp_path, iqa):
     targets = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if hasattr(m, "lora_A_lq")}
     assert targets == {"q_proj", "k_proj", "v_proj", "projection", "output"}
     x, alpha = images(spec), torch.tensor([1.0, 0.6, 0.0])
-    quality = alpha if iqa == "cnniqa" else 1 - alpha
     with torch.no_grad():
         reference = vit_forward(state, spec, x, alpha)
-        assert relative_error(model(pixel_values=x, quality=quality).pooler_output, reference) < TOL
-        assert relative_error(model(pixel_values=x, quality=1 - quality).pooler_output, reference) > 1e-3
+    assert_gated_output_matches(model, x, alpha, iqa, reference, TOL)
 
 
 def test_vit_single_branch_lora_is_a_plain_lora_adapter(tmp_path):

@@ -10,6 +10,7 @@ import torch
 from iresnet_reference import IResNetSpec, iresnet_forward, iresnet_state_dict
 from peft import PeftModel
 from petalface_reference import SwinSpec, swin_state_dict
+from testing_utils import relative_error
 from transformers import AutoModel
 
 import petal_peft  # noqa: F401
@@ -21,10 +22,6 @@ TOL = 1e-4
 
 class NotATensor:  # a pickled global: loading it would import and run code
     pass
-
-
-def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
-    return float((ours.double() - reference).abs().max() / reference.abs().max())
 
 
 def save(state, tmp_path, name="backbone.pth"):

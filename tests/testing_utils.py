@@ -178,6 +178,22 @@ def embedding(output) -> torch.Tensor:
     raise AssertionError("no embedding in output")
 
 
+def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    """Largest absolute difference, relative to the reference's largest magnitude (computed in float64)."""
+    ours, reference = ours.double(), reference.double()
+    return float((ours - reference).abs().max() / reference.abs().max())
+
+
+def assert_gated_output_matches(model, x, alpha, iqa: str, reference: torch.Tensor, tol: float) -> None:
+    """A converted two-branch adapter reproduces the reference at the reference's ``alpha``, given as quality in the
+    IQA metric's orientation, and is measurably different with the orientation swapped (so a test of it would catch
+    swapped branches)."""
+    quality = alpha if iqa == "cnniqa" else 1 - alpha
+    with torch.no_grad():
+        assert relative_error(model(pixel_values=x, quality=quality).pooler_output, reference) < tol
+        assert relative_error(model(pixel_values=x, quality=1 - quality).pooler_output, reference) > 1e-3
+
+
 # ---- test quality estimators and gates (registered under names each test module picks) --------------------------
 class LeftHalfBrightness(nn.Module):
     """Test estimator: mean of the left half of the image, so an image and its mirror get different scores."""

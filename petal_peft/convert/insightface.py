@@ -21,12 +21,11 @@ from typing import Any
 import torch
 
 from .adapter import BranchFactors, ModuleFactors
-from .common import CheckpointFormatError, ConversionResult, Stopwatch, check_layout, parse_dtype, read_state_dict
+from .common import CheckpointFormatError, ConversionResult, check_layout, read_state_dict
 from .output import (
     IQA_HIGHER_IS_BETTER,
     ConvertedModel,
     OutputSettings,
-    check_iqa,
     load_mapped_weights,
     missing_key_error,
     write_conversion,
@@ -281,10 +280,8 @@ def convert_insightface_vit(
     """
     from ..models import FaceViTConfig, FaceViTModel
 
-    clock = Stopwatch()
-    iqa = check_iqa(iqa)
-    torch_dtype = parse_dtype(dtype)
-    source = str(path)
+    settings = OutputSettings(out_dir, str(path), iqa, gate_threshold, lora_scale, dtype, overwrite)
+    source, iqa = settings.source, settings.iqa
     state = read_state_dict(path, WHAT, progress=progress)
     arch = infer_vit_architecture(state, source, num_attention_heads)
     if image_size is not None:
@@ -304,6 +301,5 @@ def convert_insightface_vit(
     factors = map_lora_factors(state, arch, iqa)
     notes = ["mask_token (training-time token masking) is not converted"] if "mask_token" in state else []
     del state
-    settings = OutputSettings(out_dir, source, clock, iqa, gate_threshold, lora_scale, torch_dtype, overwrite)
     converted = ConvertedModel(model, arch, factors, _base_card(source, arch), _target_regex(factors), notes)
     return write_conversion(converted, settings)

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .adapter import BranchFactors, ModuleFactors
-from .common import CheckpointFormatError, ConversionResult, Stopwatch, check_layout, parse_dtype, read_state_dict
+from .common import CheckpointFormatError, ConversionResult, Stopwatch, check_layout, read_state_dict
 from .output import ConvertedModel, OutputSettings, load_mapped_weights, missing_key_error, write_conversion
 
 __all__ = ["convert_insightface_iresnet", "infer_iresnet_architecture", "is_iresnet_state_dict"]
@@ -256,8 +256,8 @@ def convert_iresnet_state(
     """Convert an already read IResNet state dict (the shared step of both public converters)."""
     from ..models import FaceIResNetConfig, FaceIResNetModel
 
-    clock = clock or Stopwatch()
-    torch_dtype = parse_dtype(dtype)
+    # a single branch has no quality gate: the metric does not enter the adapter
+    settings = OutputSettings(out_dir, source, "brisque", None, lora_scale, dtype, overwrite, clock or Stopwatch())
     arch = infer_iresnet_architecture(state, source, image_size)
     check_layout(state, reference_shapes(arch), (), source, _arch_text(arch))
     config_keys = ("image_size", "num_channels", "stem_channels", "hidden_sizes", "depths", "embedding_size")
@@ -268,8 +268,6 @@ def convert_iresnet_state(
     if factors:
         notes.append("LoRA on every convolution (stem and shortcuts included) and on fc, as PETALface's IResNet")
     del state
-    # a single branch has no quality gate: the metric does not enter the adapter
-    settings = OutputSettings(out_dir, source, clock, "brisque", None, lora_scale, torch_dtype, overwrite)
     converted = ConvertedModel(model, arch, factors, _base_card(source, arch), _LORA_TARGETS, notes)
     return write_conversion(converted, settings)
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .adapter import ModuleFactors, write_adapter, write_base
-from .common import CheckpointFormatError, ConversionResult, Stopwatch, staged_directory
+from .common import CheckpointFormatError, ConversionResult, Stopwatch, parse_dtype, staged_directory
 
 __all__ = [
     "IQA_HIGHER_IS_BETTER",
@@ -90,22 +90,28 @@ def adapter_notes(arch: Mapping[str, Any], iqa: str, gate_threshold: float | Non
     return notes
 
 
-@dataclass(frozen=True)
+@dataclass
 class OutputSettings:
     """How a converter writes its result: the same for every checkpoint family.
 
     ``iqa`` and ``gate_threshold`` set the adapter's gate (see :func:`gate_kwargs`); ``lora_scale`` multiplies the
-    LoRA factors; ``dtype`` is the saved weights' dtype (None: as read); ``source`` and ``clock`` go into the result.
+    LoRA factors; ``dtype`` is the saved weights' dtype (a name or a torch dtype; None: as read); ``source`` and
+    the ``clock`` (started when the settings are made) go into the result. Bad values are refused here, before
+    anything is read.
     """
 
     out_dir: str | os.PathLike
     source: str
-    clock: Stopwatch
     iqa: str = "brisque"
     gate_threshold: float | None = None
     lora_scale: float = 1.0
-    dtype: torch.dtype | None = None
+    dtype: str | torch.dtype | None = None
     overwrite: bool = False
+    clock: Stopwatch = field(default_factory=Stopwatch)
+
+    def __post_init__(self) -> None:
+        self.iqa = check_iqa(self.iqa)
+        self.dtype = parse_dtype(self.dtype)
 
 
 @dataclass

@@ -30,13 +30,12 @@ from typing import Any
 import torch
 
 from .adapter import BranchFactors, ModuleFactors
-from .common import CheckpointFormatError, ConversionResult, Stopwatch, check_layout, parse_dtype, read_state_dict
+from .common import CheckpointFormatError, ConversionResult, check_layout, read_state_dict
 from .iresnet import convert_iresnet_state, is_iresnet_state_dict
 from .output import (
     IQA_HIGHER_IS_BETTER,
     ConvertedModel,
     OutputSettings,
-    check_iqa,
     load_mapped_weights,
     missing_key_error,
     write_conversion,
@@ -417,14 +416,18 @@ def convert_petalface_checkpoint(
     """
     from ..models import FaceSwinConfig, FaceSwinModel
 
-    clock = Stopwatch()
-    iqa = check_iqa(iqa)
-    torch_dtype = parse_dtype(dtype)
-    source = str(path)
+    settings = OutputSettings(out_dir, str(path), iqa, gate_threshold, lora_scale, dtype, overwrite)
+    source, iqa = settings.source, settings.iqa
     state = read_state_dict(path, WHAT, progress=progress)
     if is_iresnet_state_dict(state):
         return convert_iresnet_state(
-            state, out_dir, source=source, lora_scale=lora_scale, dtype=torch_dtype, overwrite=overwrite, clock=clock
+            state,
+            out_dir,
+            source=source,
+            lora_scale=lora_scale,
+            dtype=settings.dtype,
+            overwrite=overwrite,
+            clock=settings.clock,
         )
     arch = infer_swin_architecture(state, source)
     shapes, ignorable = reference_shapes(arch)
@@ -439,7 +442,6 @@ def convert_petalface_checkpoint(
         "the reference never applies Swin's shifted-window attention mask; the converted config keeps that "
         "(shifted_window_mask=false)"
     ]
-    settings = OutputSettings(out_dir, source, clock, iqa, gate_threshold, lora_scale, torch_dtype, overwrite)
     converted = ConvertedModel(model, arch, factors, _base_card(source, arch), _target_regex(arch), notes)
     return write_conversion(converted, settings)
 
