@@ -30,10 +30,16 @@ IMAGE = 32
 
 # ---- tiny random models -----------------------------------------------------------------------------------------
 def tiny_vit(seed: int = 0) -> T.ViTModel:
-    """Two layers, width 32 (MLP 64), 8 px patches on 32 px images, no dropout, random weights, in eval mode."""
-    from petal_peft.benchmark.models import random_vit
+    """Two layers, width 32 (MLP 64), 8 px patches on 32 px images, no dropout, random weights, in eval mode.
 
-    return random_vit(layers=2, width=32, patch=8, size=IMAGE, heads=2, seed=seed)
+    Built here, not with a petal_peft helper: tests that check what happens *without* ``import petal_peft`` use it.
+    """
+    torch.manual_seed(seed)
+    sizes = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    config = T.ViTConfig(
+        **sizes, image_size=IMAGE, patch_size=8, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
+    return T.ViTModel(config).eval()
 
 
 # Shared by the tiny ViT-like configs below: one block, width 32, 8 px patches on 32 px images.
