@@ -113,15 +113,35 @@ class FaceAdapterTrainingConfig:
         default="gaussian", metadata={"help": "'gaussian' (reference), 'true' (Kaiming) or 'false'."}
     )
     quality_estimator: str | None = field(
-        default=None,
-        metadata={"help": "Registered quality estimator (e.g. 'resolution', 'brisque') the adapter gates with."},
+        default="resolution",
+        metadata={
+            "help": "Registered quality estimator (e.g. 'resolution', 'brisque') the adapter gates with; saved with "
+            "the adapter, so embed, search, verify and eval can gate each image. 'none': no estimator (quality "
+            "then has to be given per image)."
+        },
     )
     quality_estimator_kwargs: str = field(
         default="{}", metadata={"help": "JSON object of extra arguments for the quality estimator."}
     )
     gate_mode: str = field(default="sigmoid", metadata={"help": "Registered gate: 'sigmoid' or 'paper'."})
-    gate_threshold: float = field(default=0.0, metadata={"help": "Estimator score at which q = 0.5."})
-    gate_temperature: float = field(default=1.0, metadata={"help": "Score units per logit of the gate."})
+    gate_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "Estimator score at which q = 0.5 (default: calibrated at the start of training on sharp "
+            "training images against their degraded copies)."
+        },
+    )
+    gate_temperature: float | None = field(
+        default=None,
+        metadata={"help": "Score units per logit of the gate (default: calibrated with the threshold)."},
+    )
+    gate_calibration_samples: int = field(
+        default=256,
+        metadata={
+            "help": "Training images the gate is calibrated on (each against a degraded copy). 0: no calibration "
+            "and no check (an unset threshold / temperature then stays 0 / 1)."
+        },
+    )
     quality_source: QualitySource = field(
         default="auto",
         metadata={
@@ -182,12 +202,15 @@ class FaceAdapterTrainingConfig:
     hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
 
     def __post_init__(self) -> None:
+        if isinstance(self.quality_estimator, str) and self.quality_estimator.strip().lower() in ("", "none"):
+            self.quality_estimator = None
         problems = []
         positive = ("lora_r", "per_device_train_batch_size", "gradient_accumulation_steps", "eval_batch_size")
         for name in positive:
             if int(getattr(self, name)) < 1:
                 problems.append(f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("checkpointing_steps", "eval_steps", "warmup_steps", "dataloader_num_workers", "seed"):
+        nonnegative = ("checkpointing_steps", "eval_steps", "warmup_steps", "dataloader_num_workers", "seed")
+        for name in (*nonnegative, "gate_calibration_samples"):
             if int(getattr(self, name)) < 0:
                 problems.append(f"--{name} must be >= 0, got {getattr(self, name)}")
         if self.logging_steps < 1:
@@ -240,6 +263,10 @@ class FaceAdapterTrainingConfig:
                 "--degrade_fraction > 0 (the degradation level of each image is its quality)"
             )
         problems += self._unknown_names()
+        if self.gate_temperature is not None and not (math.isfinite(self.gate_temperature) and self.gate_temperature > 0):
+            problems.append(f"--gate_temperature must be a finite number > 0, got {self.gate_temperature}")
+        if self.gate_threshold is not None and not math.isfinite(self.gate_threshold):
+            problems.append(f"--gate_threshold must be finite, got {self.gate_threshold}")
         if self.target_modules is not None and not [t for t in self.target_modules if str(t).strip()]:
             problems.append("--target_modules needs at least one module name")
         if problems:

@@ -48,6 +48,7 @@ def render_model_card(
     base_model: str,
     base_model_is_hub_id: bool,
     gate_settings: Mapping[str, Any],
+    gate_calibration: str | None = None,
     adapter_settings: Mapping[str, Any],
     training_settings: Mapping[str, Any],
     metrics_before: Mapping[str, Any] | None = None,
@@ -56,6 +57,8 @@ def render_model_card(
     train_dataset_name: str | None = None,
 ) -> str:
     """Markdown with YAML front matter: library, base model, tags, model-index; gate settings, metrics, loading.
+
+    ``gate_calibration`` is a sentence on how the gate's threshold and temperature were set.
 
     ``base_model`` goes into the YAML only when it is a Hub id (a local path would not resolve on the Hub).
     """
@@ -78,6 +81,7 @@ def render_model_card(
     adapter_lines = "\n".join(f"| `{k}` | `{v}` |" for k, v in adapter_settings.items())
     train_lines = "\n".join(f"| `{k}` | `{v}` |" for k, v in training_settings.items())
     mode = after.get("mode") or before.get("mode")
+    calibration_line = f"\n{gate_calibration}\n" if gate_calibration else ""
     mode_line = f"\nEmbedding mode used for evaluation: `{mode}`.\n" if mode else ""
     text = f"""
 # {model_name}
@@ -96,7 +100,7 @@ To load the training head too: `from petal_peft.heads import load_head; head = l
 | setting | value |
 |---|---|
 {gate_lines}
-
+{calibration_line}
 ## Adapter
 
 | setting | value |

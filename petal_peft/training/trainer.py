@@ -24,6 +24,7 @@ from ..files import atomic_directory
 from .checkpointing import CheckpointManager, LoadedCheckpoint, TrainingProgress, TrainingState
 from .config import FaceAdapterTrainingConfig
 from .data import build_train_dataloader, build_train_dataset
+from .gate_calibration import calibrate_training_gate, config_with_gate, describe_gate
 from .evaluation_hook import EvaluationHook, TinyFaceEvaluationHook, preserved_rng
 from .model_card import push_adapter_folder, render_model_card
 from .modeling import (
@@ -247,6 +248,9 @@ def _train(
             f"Skipped {len(skipped)} unreadable training image(s) (--skip_corrupt_images); the list is in "
             f"{output_dir / SKIPPED_IMAGES_NAME}."
         )
+    gate = calibrate_training_gate(config, train_dataset, info.image_size, info.image_mean, info.image_std)
+    if gate and gate["calibrated"] and main:
+        print(describe_gate(gate))
     record["train_data"] = data_fingerprint(train_dataset)
     if loaded is not None:
         compare_run_records(loaded.run_record, record, loaded.path)
@@ -272,7 +276,7 @@ def _train(
         if not getattr(base, "supports_gradient_checkpointing", False):
             raise ValueError(f"{type(base).__name__} does not support gradient checkpointing.")
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    peft_model = build_backbone(base, config, info)
+    peft_model = build_backbone(base, config_with_gate(config, gate), info)
     trainable_parameters, total_parameters = backbone_parameter_counts(peft_model)
     head_kwargs: dict[str, Any] = {"s": config.head_scale}
     if config.head_margin is not None:
@@ -411,6 +415,8 @@ def _train(
             "after": metrics_after,
             "train": {"global_step": progress.global_step, "final_loss": progress.last_loss},
         }
+        if gate:
+            metrics["gate_calibration"] = gate
         if config.finetune_method == "quality_gated":
             adapter_config = unwrapped.backbone.peft_config[unwrapped.backbone.active_adapter]
             card = render_model_card(
@@ -418,6 +424,7 @@ def _train(
                 base_model=info.name,
                 base_model_is_hub_id=info.is_hub_id,
                 gate_settings=adapter_config.gate_settings(),
+                gate_calibration=describe_gate(gate) if gate else None,
                 adapter_settings={
                     "r": adapter_config.r,
                     "lora_alpha": adapter_config.lora_alpha,
