@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "add_json_argument",
     "add_model_argument",
     "add_progress_argument",
+    "check_local_model_path",
     "json_object",
     "print_json",
 ]
@@ -148,3 +150,21 @@ class CliHelpFormatter(argparse.HelpFormatter):
         ):
             return text
         return f"{text} (default: %(default)s)"
+
+
+def check_local_model_path(name: str | None, flag: str = "--model") -> None:
+    """Refuse a model name that is meant as a local folder but does not exist, before transformers takes it for
+    a Hub id and reports a network error: a path that starts with ``/``, ``./``, ``../`` or ``~``, ends with a
+    separator, has more than one ``/`` or whose first part is a local folder."""
+    if not name or os.path.exists(name):
+        return
+    first = name.replace("\\", "/").split("/", 1)[0]
+    looks_local = (
+        name.startswith(("/", "./", "../", "~", ".\\", "..\\"))
+        or name.endswith(("/", "\\"))
+        or "\\" in name
+        or name.count("/") > 1
+        or (("/" in name) and os.path.isdir(first))
+    )
+    if looks_local:
+        raise FileNotFoundError(f"{flag} {name}: no such folder.")

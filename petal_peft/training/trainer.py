@@ -74,6 +74,8 @@ class TrainResult:
     #: trainable backbone parameters (adapter, or every weight for full fine-tuning) and all backbone parameters
     trainable_parameters: int = 0
     total_parameters: int = 0
+    #: optimizer steps run by this call (global_step minus the step a resumed run started at)
+    steps_run: int = 0
 
 
 def _numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -320,6 +322,8 @@ def _train(
         if main:
             print(f"Resumed from {loaded.path} at step {progress.global_step} of {total_steps}.")
 
+    first_step = progress.global_step
+
     def unwrapped_backbone() -> torch.nn.Module:
         return accelerator.unwrap_model(model).backbone
 
@@ -477,6 +481,7 @@ def _train(
         finetune_method=config.finetune_method,
         trainable_parameters=trainable_parameters,
         total_parameters=total_parameters,
+        steps_run=progress.global_step - first_step,
     )
 
 
