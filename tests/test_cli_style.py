@@ -113,7 +113,8 @@ def test_convert_error_names_the_global_without_torchs_advice(tmp_path, capsys):
             return (print, ("pwned",))
 
     torch.save({"w": torch.zeros(2), "x": Evil()}, tmp_path / "evil.pt")
-    code = main(["convert", "insightface-vit", str(tmp_path / "evil.pt"), "--out", str(tmp_path / "o"), "--no-progress"])
+    out = str(tmp_path / "o")
+    code = main(["convert", "insightface-vit", str(tmp_path / "evil.pt"), "--out", out, "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err, err
     assert "`print`" in err and "weights_only=False" not in err and "will likely succeed" not in err
@@ -151,8 +152,10 @@ def test_no_gradient_checkpointing_future_warning(tmp_path, capsys):
     model.save_pretrained(tmp_path / "adapter")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        code = main(["export", "proxy", "--model", str(tmp_path / "base"), "--adapter", str(tmp_path / "adapter")]
-                    + ["--out", str(tmp_path / "proxy"), "--no-progress"])
+        code = main(
+            ["export", "proxy", "--model", str(tmp_path / "base"), "--adapter", str(tmp_path / "adapter")]
+            + ["--out", str(tmp_path / "proxy"), "--no-progress"]
+        )
     assert code == 0, capsys.readouterr().err
     assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
 

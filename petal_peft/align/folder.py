@@ -179,7 +179,9 @@ def align_folder(
     if source.resolve() == destination.resolve() or source.resolve() in destination.resolve().parents:
         raise ValueError(f"the output folder {destination} must not be the input folder or inside it.")
     if destination.exists() and any(destination.iterdir()) and not overwrite:
-        raise FileExistsError(f"{destination} exists and is not empty; choose a new folder or pass --overwrite (overwrite=True).")
+        raise FileExistsError(
+            f"{destination} exists and is not empty; choose a new folder or pass --overwrite (overwrite=True)."
+        )
     if not 1 <= jpeg_quality <= 100:
         raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}.")
     if workers < 1:

@@ -156,11 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     import petal_peft
 
-    petal_peft._finish_import()
+    petal_peft._finish_import()  # the registrations that `petal-peft` left out to start quickly
     if getattr(args, "no_progress", False) or getattr(args, "progress_bar", True) is False:
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # the bars of transformers' model loading  # the registrations that `petal-peft` left out to start quickly
+        hf_logging.disable_progress_bar()  # the bars of transformers' model loading
     try:
         check_local_model_path(getattr(args, "model", None))
         check_local_model_path(getattr(args, "base_model", None), "--base-model")

@@ -172,11 +172,13 @@ def _as_state_dict(loaded: Any, path: Path, what: str) -> dict[str, torch.Tensor
     state: dict[str, torch.Tensor] = {}
     for key, value in loaded.items():
         if not isinstance(key, str):
-            raise CheckpointFormatError(f"{path}: state-dict key {key!r} is not a string; expected {with_article(what)}.")
+            raise CheckpointFormatError(
+                f"{path}: state-dict key {key!r} is not a string; expected {with_article(what)}."
+            )
         if not isinstance(value, torch.Tensor):
             raise CheckpointFormatError(
-                f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor; expected {with_article(what)} (a plain state "
-                "dict)."
+                f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor; expected {with_article(what)} "
+                "(a plain state dict)."
             )
         state[key] = value
     if all(key.startswith("module.") for key in state):

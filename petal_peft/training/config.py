@@ -263,7 +263,8 @@ class FaceAdapterTrainingConfig:
                 "--degrade-fraction > 0 (the degradation level of each image is its quality)"
             )
         problems += self._unknown_names()
-        if self.gate_temperature is not None and not (math.isfinite(self.gate_temperature) and self.gate_temperature > 0):
+        temperature = self.gate_temperature
+        if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
             problems.append(f"--gate-temperature must be a finite number > 0, got {self.gate_temperature}")
         if self.gate_threshold is not None and not math.isfinite(self.gate_threshold):
             problems.append(f"--gate-threshold must be finite, got {self.gate_threshold}")

@@ -24,8 +24,8 @@ from ..files import atomic_directory
 from .checkpointing import CheckpointManager, LoadedCheckpoint, TrainingProgress, TrainingState
 from .config import FaceAdapterTrainingConfig
 from .data import build_train_dataloader, build_train_dataset
-from .gate_calibration import calibrate_training_gate, config_with_gate, describe_gate
 from .evaluation_hook import EvaluationHook, TinyFaceEvaluationHook, preserved_rng
+from .gate_calibration import calibrate_training_gate, config_with_gate, describe_gate
 from .model_card import push_adapter_folder, render_model_card
 from .modeling import (
     FaceEmbeddingClassifier,
