@@ -59,12 +59,12 @@ def test_every_config_field_is_a_flag():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--degrade_fraction", "1.5"], "degrade_fraction"),
+        (["--degrade_fraction", "1.5"], "--degrade-fraction"),
         (["--quality_source", "estimator", "--quality_estimator", "none"], "needs --quality-estimator"),
         (["--quality_source", "degradation", "--degrade_fraction", "0"], "needs --degrade-fraction"),
         (["--quality_estimator_kwargs", "[1]"], "JSON object"),
-        (["--push_to_hub"], "hub_model_id"),
-        (["--per_device_train_batch_size", "0"], "per_device_train_batch_size"),
+        (["--push_to_hub"], "--hub-model-id"),
+        (["--per_device_train_batch_size", "0"], "--per-device-train-batch-size"),
     ],
 )
 def test_bad_flags_are_named(argv, message):
