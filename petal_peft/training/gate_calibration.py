@@ -234,7 +234,7 @@ def calibrate_adapter(
     from pathlib import Path
     from types import SimpleNamespace
 
-    from ..evaluation.images import list_images
+    from ..embedding.images import list_images
     from ..files import write_json_atomic
     from ..quality import calibrate_gate_on_images
     from .modeling import resolve_image_settings
