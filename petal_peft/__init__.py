@@ -36,10 +36,14 @@ def _finish_import() -> None:
     from . import models, quality, registry  # noqa: F401
     from .tuner import (  # noqa: F401
         QUALITY_GATED_LORA,
+        QualityGatedConv2d,
+        QualityGatedLayer,
         QualityGatedLinear,
         QualityGatedLoraConfig,
         QualityGatedLoraModel,
         export_proxy_encoders,
+        resolve_target_modules,
+        target_module_groups,
     )
     from .tuner.proxy import merged_encoder  # noqa: F401
 
@@ -55,6 +59,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "QUALITY_GATED_LORA",
+    "QualityGatedConv2d",
+    "QualityGatedLayer",
     "QualityGatedLinear",
     "QualityGatedLoraConfig",
     "QualityGatedLoraModel",
@@ -64,6 +70,8 @@ __all__ = [
     "merged_encoder",
     "models",
     "registry",
+    "resolve_target_modules",
+    "target_module_groups",
 ]
 
 _finished = False

@@ -23,7 +23,7 @@ COMMANDS: dict[str, str] = {
     "train": "adapt a pretrained face transformer to low-resolution faces",
     "calibrate": "calibrate the quality gate of a trained adapter on a folder of sharp face images",
     "eval": "evaluate a model / adapter on a face benchmark",
-    "convert": "convert a PETALface / arcface_torch checkpoint into a transformers model and adapter",
+    "convert": "convert a PETALface / insightface checkpoint into a transformers model and adapter",
     "export": "export an adapted model (ONNX, or merged proxy encoders)",
     "embed": "embed every face image below a folder (safetensors + JSON index)",
     "search": "top-k gallery identities for probe images (open-set with --threshold)",

@@ -76,9 +76,29 @@ def _need_model(args: argparse.Namespace, why: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ embed
+def _skip_argument(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--skip-corrupt-images",
+        "--skip_corrupt_images",
+        dest="skip_corrupt_images",
+        action="store_true",
+        help=f"leave out {what} that cannot be read (corrupt, broken symbolic links, over the size cap) and list "
+        "them (as train's option does); without it one such image stops the run, naming it",
+    )
+
+
+def _report_skipped(index, where: str) -> None:
+    skipped = index.info.get("skipped_images") or []
+    if skipped:
+        first = skipped[0]["problem"]
+        print(f"skipped {len(skipped)} unreadable image(s), listed in {where} (e.g. {first})", file=sys.stderr)
+
+
 def run_embed(args: argparse.Namespace) -> int:
     from petal_peft.inference import embed_folder, index_paths
+    from petal_peft.inference.embed import check_embed_output
 
+    check_embed_output(args.out, overwrite=args.overwrite)  # before the model is loaded
     index = embed_folder(
         args.images,
         args.out,
@@ -89,8 +109,10 @@ def run_embed(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         overwrite=args.overwrite,
         restart=args.restart,
+        skip_bad_images=args.skip_corrupt_images,
     )
     tensors, document = index_paths(args.out)
+    _report_skipped(index, f"{document} (skipped_images)")
     quality = ", ".join(sorted(index.quality)) or "no quality estimator"
     print(
         f"{len(index)} images of {len(index.identity_names)} identities, {index.dim}-d embeddings "
@@ -122,9 +144,12 @@ def run_search(args: argparse.Namespace) -> int:
     from petal_peft.cli import CliError
     from petal_peft.files import write_json_atomic
     from petal_peft.inference import EmbeddingIndex, embed_images, search
+    from petal_peft.outputs import check_output_file
 
     if (args.probes is None) == (args.images is None):
         raise CliError("give the probes either embedded (--probes FILE) or as images (--images DIR with --model).")
+    if args.out:
+        check_output_file(args.out, overwrite=args.overwrite)  # before anything is loaded or embedded
     gallery = EmbeddingIndex.load(args.gallery)
     threshold, source = _search_threshold(args, gallery)
     if args.probes is not None:
@@ -134,8 +159,14 @@ def run_search(args: argparse.Namespace) -> int:
         if args.encoder is None and args.proxy_encoders is not None:
             args.encoder = "probe"  # probes are the low-quality side
         probes = embed_images(
-            args.images, _encoder(args), align=args.align, num_workers=args.num_workers, progress=not args.no_progress
+            args.images,
+            _encoder(args),
+            align=args.align,
+            num_workers=args.num_workers,
+            progress=not args.no_progress,
+            skip_bad_images=args.skip_corrupt_images,
         )
+        _report_skipped(probes, "the results (probes.skipped_images)" if args.out else "this message")
     result = search(gallery, probes, top_k=args.top_k, threshold=threshold, threshold_source=source)
     if args.out:
         write_json_atomic(args.out, result.to_json())
@@ -191,6 +222,10 @@ def run_verify(args: argparse.Namespace) -> int:
         raise CliError("give either --embeddings (already embedded) or --model (embed now), not both.")
     if (args.report is None) == (args.threshold is None):
         raise CliError("give the threshold's source: --report REPORT.json (from petal-peft eval), or --threshold.")
+    if args.out:
+        from petal_peft.outputs import check_output_file
+
+        check_output_file(args.out, overwrite=args.overwrite)  # before anything is loaded or embedded
     pairs, labels = ([(args.images[0], args.images[1])], None) if args.images else read_pairs(args.pairs)
 
     if args.embeddings:
@@ -210,6 +245,10 @@ def run_verify(args: argparse.Namespace) -> int:
             args.encoder = "gallery"  # eval's default pair role; checked against the report below
         encoder = _encoder(args)
         info = encoder.info
+        if args.report:  # refuse a threshold that does not apply before embedding anything
+            check_threshold_applies(
+                threshold_from_report(args.report, mode=args.report_mode, encoder=info.get("encoder")), info
+            )
         embedded = embed_paths(paths, encoder, align=args.align, progress=not args.no_progress)["embeddings"]
         row = {p: i for i, p in enumerate(paths)}
         emb_a = embedded[[row[a] for a, _ in pairs_abs]]
@@ -217,7 +256,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
     if args.report:
         threshold = threshold_from_report(args.report, mode=args.report_mode, encoder=info.get("encoder"))
-        check_threshold_applies(threshold, info)
+        if args.embeddings:  # embedded now: checked above, before embedding
+            check_threshold_applies(threshold, info)
         value, source = threshold.value, threshold.describe()
     else:
         value, source = float(args.threshold), "threshold given on the command line (squared L2)"
@@ -265,6 +305,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     embed.add_argument("--chunk-size", type=int, default=1024, help="images per saved chunk (the unit of resuming)")
     embed.add_argument("--overwrite", action="store_true", help="replace an existing finished index")
     embed.add_argument("--restart", action="store_true", help="discard an interrupted run made with other settings")
+    _skip_argument(embed, "images")
     embed.set_defaults(func=run_embed)
 
     search = subparsers.add_parser(
@@ -289,7 +330,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "1 - d/2) becomes the default --threshold",
     )
     search.add_argument("--report-mode", choices=("plain", "gate", "proxy"), help="which mode's threshold to use")
-    search.add_argument("--out", help="write all results as JSON here")
+    search.add_argument("--out", help="write all results as JSON here (an existing file needs --overwrite)")
+    search.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    _skip_argument(search, "probe images (--images)")
     search.add_argument("--print-all", action="store_true", help="print every probe's matches even with --out")
     add_json_argument(search)
     add_encoder_arguments(search, model_required=False)
@@ -311,7 +354,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     verify.add_argument("--report", help="JSON report of petal-peft eval --benchmark verification")
     verify.add_argument("--report-mode", choices=("plain", "gate", "proxy"), help="which mode's threshold to use")
     verify.add_argument("--threshold", type=float, help="squared L2 threshold instead of a report")
-    verify.add_argument("--out", help="write the decisions as JSON here")
+    verify.add_argument("--out", help="write the decisions as JSON here (an existing file needs --overwrite)")
+    verify.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     add_json_argument(verify)
     add_encoder_arguments(verify, model_required=False)
     verify.set_defaults(func=run_verify)

@@ -34,7 +34,13 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     )
     p.add_argument("--benchmark", required=True, choices=EVALUATORS.names(), help="which benchmark protocol")
     p.add_argument("--data", required=True, help="benchmark data: TinyFace folder, .bin / pair list, IJB root")
-    p.add_argument("--out", required=True, help="output folder for the JSON report and plots")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder for the JSON report and plots (may hold other reports; an existing report of this "
+        "benchmark needs --overwrite)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report (and plots) in --out")
     p.add_argument(
         "--modes",
         nargs="+",
@@ -74,11 +80,20 @@ def run_eval(args: argparse.Namespace) -> int:
     from petal_peft.embedding.loading import load_base_model
     from petal_peft.embedding.runtime import resolve_device
     from petal_peft.evaluation import build_embedders, build_transform, evaluate
+    from petal_peft.inference.provenance import (
+        adapter_file_fingerprint,
+        base_model_fingerprint,
+        proxy_adapter_fingerprint,
+        weights_record,
+    )
+    from petal_peft.outputs import check_output_folder
 
+    check_output_folder(args.out, overwrite=args.overwrite, existing_ok=True)  # before the model is loaded
     device = resolve_device(args.device)
     dtype = getattr(torch, args.dtype)
-    base = load_base_model(args.model, dtype=dtype)
-    base.to(device).eval()
+    base = load_base_model(args.model, dtype=torch.float32)  # fingerprinted in float32, then cast
+    base_weights = base_model_fingerprint(base)
+    base.to(device=device, dtype=dtype).eval()
     embedders, settings = build_embedders(
         base,
         adapter_path=args.adapter,
@@ -92,6 +107,13 @@ def run_eval(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         device=device,
         progress=not args.no_progress,
+    )
+    # after build_embedders, whose loader names a damaged adapter in one line
+    weights = weights_record(
+        base_weights,
+        adapter_file_fingerprint(args.adapter)
+        if args.adapter
+        else (proxy_adapter_fingerprint(args.proxy_encoders) if args.proxy_encoders else None),
     )
     transform = build_transform(
         base,
@@ -122,8 +144,10 @@ def run_eval(args: argparse.Namespace) -> int:
             "dtype": args.dtype,
             "flip_test": not args.no_flip,
             "gate_settings": settings,
+            "weights": weights,
         },
         make_plots=not args.no_plots,
+        overwrite=args.overwrite,
     )
     if args.json:
         print_json(json.loads(Path(report["report_path"]).read_text(encoding="utf-8")))

@@ -16,7 +16,17 @@ from .common import add_estimator_arguments, add_image_arguments, add_model_argu
 def _add_source_arguments(p: argparse.ArgumentParser) -> None:
     add_model_argument(p, extra="; loaded with AutoModel")
     p.add_argument("--adapter", required=True, help="folder of the quality-gated adapter trained on --model")
-    p.add_argument("--out", required=True, help="output folder (written whole or not at all; replaced if present)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder: new or empty (an existing one needs --overwrite; only the export's own files are "
+        "ever replaced, nothing else in it is touched)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an existing, non-empty --out: replace a previous export there, leave everything else",
+    )
     add_progress_argument(p)
 
 
@@ -38,6 +48,7 @@ def run_onnx(args: argparse.Namespace) -> int:
             quality_estimator_kwargs=args.quality_estimator_kwargs,
             check=not args.no_check,
             tolerance=args.tolerance,
+            overwrite=args.overwrite,
         )
     except MissingExtraError as err:
         raise CliError(str(err)) from err
@@ -55,7 +66,9 @@ def run_onnx(args: argparse.Namespace) -> int:
 def run_proxy(args: argparse.Namespace) -> int:
     from petal_peft import export_proxy_encoders
     from petal_peft.export import load_adapter, load_base_model
+    from petal_peft.outputs import check_output_folder
 
+    check_output_folder(args.out, overwrite=args.overwrite)  # before the model is loaded
     peft_model = load_adapter(load_base_model(args.model), args.adapter)
     paths = export_proxy_encoders(peft_model, args.out)
     for path in paths.values():

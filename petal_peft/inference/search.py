@@ -111,7 +111,16 @@ class SearchResult:
 
 
 def check_comparable(gallery: EmbeddingIndex, probes: EmbeddingIndex) -> None:
-    """Refuse embeddings of different sizes; warn when they were made with different base models or settings."""
+    """Refuse embeddings of different sizes or made with other weights (base model or adapter, by their
+    fingerprints); warn when they were made with other settings."""
+    from .provenance import check_same_weights
+
+    check_same_weights(
+        gallery.info.get("weights"),
+        probes.info.get("weights"),
+        f"the gallery index {gallery.info.get('path') or ''}".rstrip(),
+        f"the probes {probes.info.get('path') or '(embedded now)'}",
+    )
     if gallery.dim != probes.dim:
         raise ValueError(
             f"the gallery embeddings have {gallery.dim} dimensions and the probes {probes.dim}: they come from "
@@ -186,7 +195,12 @@ def search(
             "count": len(gallery),
             "identities": len(names),
         },
-        probes={"path": probes.info.get("path"), "encoder": probes.info.get("encoder"), "count": len(probes)},
+        probes={
+            "path": probes.info.get("path"),
+            "encoder": probes.info.get("encoder"),
+            "count": len(probes),
+            **({"skipped_images": probes.info["skipped_images"]} if probes.info.get("skipped_images") else {}),
+        },
         num_mated=sum(r.probe_identity in gallery_names for r in results),
         gallery_identities=frozenset(gallery_names),
         threshold=None if threshold is None else float(threshold),

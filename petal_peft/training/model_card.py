@@ -42,6 +42,10 @@ def _metrics_table(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
     return "\n".join(rows) + "\n" + note
 
 
+def _table_cell(value: Any) -> str:
+    return str(value).replace("|", "\\|")
+
+
 def render_model_card(
     *,
     model_name: str,
@@ -78,7 +82,8 @@ def render_model_card(
     card_data = ModelCardData(**data)
 
     gate_lines = "\n".join(f"| `{k}` | `{v}` |" for k, v in gate_settings.items())
-    adapter_lines = "\n".join(f"| `{k}` | `{v}` |" for k, v in adapter_settings.items())
+    # a target regex holds "|", which would split the table cell: escaped, it shows as itself
+    adapter_lines = "\n".join(f"| `{k}` | `{_table_cell(v)}` |" for k, v in adapter_settings.items())
     train_lines = "\n".join(f"| `{k}` | `{v}` |" for k, v in training_settings.items())
     mode = after.get("mode") or before.get("mode")
     calibration_line = f"\n{gate_calibration}\n" if gate_calibration else ""
@@ -190,7 +195,11 @@ def adapter_model_card(
             "r": adapter_config.r,
             "lora_alpha": adapter_config.lora_alpha,
             "lora_dropout": adapter_config.lora_dropout,
-            "target_modules": sorted(adapter_config.target_modules or []),
+            "target_modules": (  # a regex (default or layer groups) as it is; names sorted
+                adapter_config.target_modules
+                if isinstance(adapter_config.target_modules, str)
+                else sorted(adapter_config.target_modules or [])
+            ),
             "quality_source (training)": quality_source,
         },
         training_settings={

@@ -172,7 +172,7 @@ def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | N
 
     start = time.perf_counter()
     output_dir = Path(config.output_dir)
-    check_output_dir_path(output_dir)
+    check_output_dir_path(output_dir, fresh=not config.resume_from_checkpoint)
     config.resolved_quality_source()  # no quality for the gate -> error before anything else
     # Accelerate keeps one process-wide state; a second train() in the same process (a benchmark, a notebook)
     # may ask for another precision. The process-group part (PartialState) is kept.

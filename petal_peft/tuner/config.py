@@ -20,7 +20,7 @@ from .model_card import add_petal_peft_notice
 _REFUSED_TRUTHY_OPTIONS: dict[str, str] = {
     "use_dora": "DoRA rescales the merged weight per column, which breaks the linear-in-quality merge",
     "lora_bias": "a LoRA bias would be shared by both quality branches",
-    "target_parameters": "only nn.Linear modules can carry the two gated branches",
+    "target_parameters": "only nn.Linear and nn.Conv2d modules can carry the two gated branches",
     "use_qalora": "QA-LoRA is a quantisation-specific variant",
     "use_bdlora": "BD-LoRA is a LoRA variant with its own layer math",
     "alora_invocation_tokens": "aLoRA is a token-activated variant for language models",
@@ -41,6 +41,11 @@ class QualityGatedLoraConfig(LoraConfig):
     Every targeted linear layer computes, per image with quality ``q`` in [0, 1] (1 = high quality)::
 
         W x + b + s * B_hq A_hq (q x) + s * B_lq A_lq ((1 - q) x),     s = lora_alpha / r
+
+    and every targeted ``nn.Conv2d`` the same with convolutions: ``conv(x) + s Up_hq(Down_hq(q x)) + s Up_lq(
+    Down_lq((1 - q) x))``, Down with the layer's kernel, stride, padding, dilation and groups, Up 1x1.
+    ``target_modules`` takes names, a regex, or layer groups joined by ``+`` (e.g. ``"stem+default"``; see
+    :func:`petal_peft.tuner.targets.resolve_target_modules`).
 
     All of LoRA's options apply (``r``, ``lora_alpha``, ``target_modules``, ``rank_pattern``, ``modules_to_save``...),
     except those that change the layer math or rewrite the base weight, which are refused with an error. The
