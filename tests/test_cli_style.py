@@ -123,11 +123,12 @@ def test_convert_error_names_the_global_without_torchs_advice(tmp_path, capsys):
 
 def test_align_names_the_overwrite_flag(tmp_path):
     from petal_peft.align.folder import align_folder
+    from petal_peft.outputs import OutputPathError
 
     (tmp_path / "src").mkdir()
     (tmp_path / "dst").mkdir()
     (tmp_path / "dst" / "keep.txt").write_text("x")
-    with pytest.raises(FileExistsError, match="--overwrite") as info:
+    with pytest.raises(OutputPathError, match="--overwrite") as info:
         align_folder(tmp_path / "src", tmp_path / "dst")
     assert "pass overwrite." not in str(info.value)
 
