@@ -1,8 +1,8 @@
 """``petal-peft convert``: turn a foreign face-recognition checkpoint into a transformers model (+ PEFT adapter).
 
-``petal-peft convert petalface model.pt --out DIR [--iqa brisque|cnniqa] [--dtype float16] [--push_to_hub REPO]``
+``petal-peft convert petalface model.pt --out DIR [--iqa brisque|cnniqa] [--dtype float16] [--push-to-hub REPO]``
 ``petal-peft convert insightface-vit model.pt --out DIR [...]``
-``petal-peft convert insightface-iresnet backbone.pth --out DIR [--lora_scale S] [--dtype float16] [...]``
+``petal-peft convert insightface-iresnet backbone.pth --out DIR [--lora-scale S] [--dtype float16] [...]``
 
 Writes ``DIR/base`` (load with ``AutoModel.from_pretrained`` after ``import petal_peft``) and, when the checkpoint
 holds LoRA weights, ``DIR/adapter`` (``PeftModel.from_pretrained(base, DIR/adapter)``).
@@ -11,6 +11,8 @@ holds LoRA weights, ``DIR/adapter`` (``PeftModel.from_pretrained(base, DIR/adapt
 from __future__ import annotations
 
 import argparse
+
+from .common import DTYPES, add_progress_argument
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +24,7 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
         help="the image-quality metric the LoRA was trained with (decides which branch is high quality)",
     )
     parser.add_argument(
-        "--gate_threshold",
+        "--gate-threshold",
         type=float,
         help="the IQA threshold used in training: configures the reference's unclamped gate, so raw IQA scores "
         "(quality_score=) reproduce it exactly; without it the adapter keeps the bounded default gate",
@@ -33,15 +35,15 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
 def _file_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="the checkpoint file (read with torch.load(weights_only=True) only)")
     parser.add_argument("--out", required=True, help="output folder (gets base/ and, with LoRA weights, adapter/)")
-    parser.add_argument("--lora_scale", type=float, default=1.0, help="the reference's --lora_scale (default 1)")
+    parser.add_argument("--lora-scale", type=float, default=1.0, help="the reference's --lora_scale (default 1)")
 
 
 def _output_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="cast the weights (default: keep)")
+    parser.add_argument("--dtype", choices=DTYPES, help="cast the weights to this dtype (default: keep)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
-    parser.add_argument("--push_to_hub", metavar="REPO", help="upload the result to this Hub repo (user/name)")
-    parser.add_argument("--private", action="store_true", help="with --push_to_hub: create the repo private")
-    parser.add_argument("--no_progress", action="store_true", help="no progress output")
+    parser.add_argument("--push-to-hub", metavar="REPO", help="upload the result to this Hub repo (user/name)")
+    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    add_progress_argument(parser)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -66,8 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Convert an insightface arcface_torch ViT checkpoint.",
     )
     _common_arguments(vit)
-    vit.add_argument("--num_attention_heads", type=int, default=8, help="not stored in the weights (default 8)")
-    vit.add_argument("--image_size", type=int, help="input size in px (default 112 when it fits the patch grid)")
+    vit.add_argument("--num-attention-heads", type=int, default=8, help="not stored in the weights (default 8)")
+    vit.add_argument("--image-size", type=int, help="input size in px (default 112 when it fits the patch grid)")
     vit.set_defaults(func=run_convert)
     iresnet = kinds.add_parser(
         "insightface-iresnet",
@@ -76,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "from the number of blocks per stage). A PETALface IResNet LoRA checkpoint also gets a PEFT LoRA adapter.",
     )
     _file_arguments(iresnet)
-    iresnet.add_argument("--image_size", type=int, help="input size in px (default 112 when it fits the fc layer)")
+    iresnet.add_argument("--image-size", type=int, help="input size in px (default 112 when it fits the fc layer)")
     _output_arguments(iresnet)
     iresnet.set_defaults(func=run_convert)
     return parser

@@ -1,26 +1,31 @@
 """``petal-peft embed`` / ``search`` / ``verify``: an adapted face model on folders of images.
 
 ``petal-peft embed --model BASE [--adapter DIR | --proxy-encoders DIR] --images DIR --out FILE``
-``petal-peft search --gallery FILE (--probes FILE | --images DIR --model ...) [--top-k 5]``
+``petal-peft search --gallery FILE (--probes FILE | --images DIR --model ...) [--top-k 5] [--threshold T | --report R]``
 ``petal-peft verify --report REPORT.json (IMAGE_A IMAGE_B | --pairs LIST) (--model ... | --embeddings FILE)``
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from .common import (
+    add_device_arguments,
+    add_estimator_arguments,
+    add_image_arguments,
+    add_json_argument,
+    add_model_argument,
+    add_progress_argument,
+    print_json,
+)
 
 
 def add_encoder_arguments(p: argparse.ArgumentParser, model_required: bool) -> None:
     from petal_peft.inference.encoders import ENCODERS
 
     g = p.add_argument_group("model (how images are embedded)")
-    g.add_argument(
-        "--model",
-        required=model_required,
-        help="base model: local folder or Hub id (its preprocessor config gives the normalisation)",
-    )
+    add_model_argument(g, required=model_required)
     g.add_argument("--adapter", help="folder of a quality-gated adapter trained on --model")
     g.add_argument(
         "--proxy-encoders", help="folder written by petal-peft export proxy (gallery_encoder/, probe_encoder/)"
@@ -31,18 +36,12 @@ def add_encoder_arguments(p: argparse.ArgumentParser, model_required: bool) -> N
         help="gate: the adapter with each image's estimated quality (default with --adapter); gallery / probe: the "
         "adapter merged at q=1 / q=0 (needed with --proxy-encoders); plain: the base alone (default otherwise)",
     )
-    g.add_argument("--quality-estimator", help="registered quality estimator (overrides or adds to the adapter's)")
-    g.add_argument("--quality-estimator-kwargs", type=json.loads, default={}, help="JSON dict for the estimator")
+    add_estimator_arguments(g)
     g.add_argument("--no-flip", action="store_true", help="no flip test (embed the image only, not its mirror)")
     g.add_argument("--align", action="store_true", help="detect and align faces first (needs the align extra)")
-    g.add_argument("--image-size", type=int, help="input size (default: the model config's image_size)")
-    g.add_argument("--image-mean", type=float, nargs="+", help="normalisation mean (1 or 3 values)")
-    g.add_argument("--image-std", type=float, nargs="+", help="normalisation std (1 or 3 values)")
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for image decoding")
-    g.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
-    g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
-    g.add_argument("--no-progress", action="store_true")
+    add_image_arguments(g)
+    add_device_arguments(g)
+    add_progress_argument(g)
 
 
 def _encoder(args: argparse.Namespace):
@@ -124,6 +123,23 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ search
+def _search_threshold(args: argparse.Namespace, gallery) -> tuple[float | None, str | None]:
+    """(cosine threshold, where it came from): --threshold, else the report's verification threshold, else
+    None (closed-set search)."""
+    from petal_peft.cli import CliError
+    from petal_peft.inference import check_threshold_applies, threshold_from_report
+
+    if args.threshold is not None:
+        if not -1.0 <= args.threshold <= 1.0:
+            raise CliError(f"--threshold is a cosine similarity in [-1, 1], got {args.threshold}.")
+        return float(args.threshold), "threshold given on the command line (cosine similarity)"
+    if args.report is None:
+        return None, None
+    threshold = threshold_from_report(args.report, mode=args.report_mode, encoder=gallery.info.get("encoder"))
+    check_threshold_applies(threshold, gallery.info)
+    return threshold.cosine, threshold.describe()
+
+
 def run_search(args: argparse.Namespace) -> int:
     from petal_peft.cli import CliError
     from petal_peft.files import write_json_atomic
@@ -135,6 +151,7 @@ def run_search(args: argparse.Namespace) -> int:
     if args.out:
         check_output_file(args.out, overwrite=args.overwrite)  # before anything is loaded or embedded
     gallery = EmbeddingIndex.load(args.gallery)
+    threshold, source = _search_threshold(args, gallery)
     if args.probes is not None:
         probes = EmbeddingIndex.load(args.probes)
     else:
@@ -150,25 +167,33 @@ def run_search(args: argparse.Namespace) -> int:
             skip_bad_images=args.skip_corrupt_images,
         )
         _report_skipped(probes, "the results (probes.skipped_images)" if args.out else "this message")
-    result = search(gallery, probes, top_k=args.top_k)
+    result = search(gallery, probes, top_k=args.top_k, threshold=threshold, threshold_source=source)
     if args.out:
         write_json_atomic(args.out, result.to_json())
-    if not args.out or args.print_all:
+    if args.json:
+        print_json(result.to_json())
+    elif not args.out or args.print_all:
+        if source:
+            print(source)
         for r in result.results:
             cells = "\t".join(f"{m.identity} ({m.score:.3f})" for m in r.matches)
-            print(f"{r.probe_file}\t{cells}")
+            answer = f"{r.answer}\t" if threshold is not None else ""
+            print(f"{r.probe_file}\t{answer}{cells}")
     rates = result.rates()
     summary = (
         f"{len(result.results)} probes against {len(gallery)} gallery images of "
         f"{len(gallery.identity_names)} identities"
     )
+    if threshold is not None:
+        unknown = sum(r.answer == "unknown" for r in result.results)
+        summary += f"; {unknown} answered unknown (best score below {threshold:.4g})"
     if rates:
         summary += f"; {result.num_mated} probes have their identity in the gallery: " + ", ".join(
             f"{k} {v:.1f}%" for k, v in rates.items()
         )
-    print(summary, file=sys.stderr if not args.out else sys.stdout)
+    print(summary, file=sys.stderr if args.json or not args.out else sys.stdout)
     if args.out:
-        print(f"results: {args.out}")
+        print(f"results: {args.out}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -240,9 +265,11 @@ def run_verify(args: argparse.Namespace) -> int:
             raise CliError(f"--threshold is a squared L2 distance between unit embeddings, in (0, 4]; got {value}.")
     distances = pair_distances(torch.as_tensor(emb_a), torch.as_tensor(emb_b))
     same = distances < value
-    print(source)
-    for (a, b), d, s in zip(pairs, distances, same):
-        print(f"{'same' if s else 'different'}\t{d:.4f}\t{a}\t{b}")
+    text = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the JSON document alone
+    print(source, file=text)
+    if not args.json:
+        for (a, b), d, s in zip(pairs, distances, same):
+            print(f"{'same' if s else 'different'}\t{d:.4f}\t{a}\t{b}")
     result: dict = {
         "threshold": value,
         "threshold_source": source,
@@ -255,10 +282,12 @@ def run_verify(args: argparse.Namespace) -> int:
         truth = np.asarray(labels, dtype=bool)
         accuracy = 100.0 * float((same == truth).mean())
         result["accuracy_percent"] = accuracy
-        print(f"accuracy {accuracy:.2f}% over {len(pairs)} labelled pairs")
+        print(f"accuracy {accuracy:.2f}% over {len(pairs)} labelled pairs", file=text)
     if args.out:
         write_json_atomic(args.out, result)
-        print(f"decisions: {args.out}")
+        print(f"decisions: {args.out}", file=text)
+    if args.json:
+        print_json(result)
     return 0
 
 
@@ -288,11 +317,24 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     search.add_argument("--gallery", required=True, help="gallery index written by petal-peft embed")
     search.add_argument("--probes", help="probe index written by petal-peft embed")
     search.add_argument("--images", help="folder of probe images to embed now (needs --model)")
-    search.add_argument("--top-k", type=int, default=5)
+    search.add_argument("--top-k", type=int, default=5, help="identities listed per probe (default 5)")
+    search.add_argument(
+        "--threshold",
+        type=float,
+        help="open-set search: a probe whose best identity scores below this cosine similarity is answered "
+        "'unknown' (default: from --report, else none: every probe gets its best identity)",
+    )
+    search.add_argument(
+        "--report",
+        help="JSON report of petal-peft eval --benchmark verification: its threshold (as a cosine similarity, "
+        "1 - d/2) becomes the default --threshold",
+    )
+    search.add_argument("--report-mode", choices=("plain", "gate", "proxy"), help="which mode's threshold to use")
     search.add_argument("--out", help="write all results as JSON here (an existing file needs --overwrite)")
     search.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _skip_argument(search, "probe images (--images)")
     search.add_argument("--print-all", action="store_true", help="print every probe's matches even with --out")
+    add_json_argument(search)
     add_encoder_arguments(search, model_required=False)
     search.set_defaults(func=run_search)
 
@@ -303,13 +345,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "below the threshold that petal-peft eval --benchmark verification measured (results.<mode>.threshold).",
     )
     verify.add_argument("images", nargs="*", metavar="IMAGE", help="two images to compare")
-    verify.add_argument("--pairs", help="pair list: '<image_a> <image_b> [label]' per line")
+    verify.add_argument(
+        "--pairs",
+        help="pair list: '<image_a> <image_b> [label]' per line, separated by tabs, commas or (paths without "
+        "spaces) spaces; LFW's 'fold,label,img1,img2' CSV too",
+    )
     verify.add_argument("--embeddings", help="index written by petal-peft embed holding the pairs' images")
     verify.add_argument("--report", help="JSON report of petal-peft eval --benchmark verification")
     verify.add_argument("--report-mode", choices=("plain", "gate", "proxy"), help="which mode's threshold to use")
     verify.add_argument("--threshold", type=float, help="squared L2 threshold instead of a report")
     verify.add_argument("--out", help="write the decisions as JSON here (an existing file needs --overwrite)")
     verify.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    add_json_argument(verify)
     add_encoder_arguments(verify, model_required=False)
     verify.set_defaults(func=run_verify)
     return embed

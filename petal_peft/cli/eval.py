@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
+
+from .common import (
+    add_device_arguments,
+    add_estimator_arguments,
+    add_image_arguments,
+    add_json_argument,
+    add_model_argument,
+    add_progress_argument,
+    print_json,
+)
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from petal_peft.evaluation import EVALUATORS
 
     p = parser
-    p.add_argument("--model", required=True, help="base model: local folder or Hub id (loaded with AutoModel)")
+    add_model_argument(p, extra="; loaded with AutoModel")
     p.add_argument("--adapter", help="folder of a quality-gated adapter (PeftModel.from_pretrained)")
     p.add_argument(
         "--proxy-encoders",
-        help="folder written by petal_peft.export_proxy_encoders (gallery_encoder/, probe_encoder/)",
+        help="folder written by petal-peft export proxy (gallery_encoder/, probe_encoder/)",
     )
     p.add_argument("--benchmark", required=True, choices=EVALUATORS.names(), help="which benchmark protocol")
     p.add_argument("--data", required=True, help="benchmark data: TinyFace folder, .bin / pair list, IJB root")
@@ -36,24 +48,16 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         help="embedding modes to run and compare: plain = base model without adapter, gate = adapter with "
         "per-image quality, proxy = encoders merged at q=1 (gallery) / q=0 (probe). Default: all that apply.",
     )
-    p.add_argument(
-        "--quality-estimator", help="registered quality estimator for the gate mode (overrides the adapter's)"
-    )
-    p.add_argument("--quality-estimator-kwargs", type=json.loads, default={}, help="JSON dict for the estimator")
+    add_estimator_arguments(p, what="for the gate mode; overrides the adapter's")
     p.add_argument(
         "--pair-role",
         choices=("gallery", "probe"),
         default="gallery",
         help="proxy mode on verification / IJB: which encoder embeds both sides of a pair (default: gallery, q=1)",
     )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for image decoding")
-    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
-    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    add_device_arguments(p)
     p.add_argument("--no-flip", action="store_true", help="disable the flip test (not the paper's protocol)")
-    p.add_argument("--image-size", type=int, help="input size (default: the model config's image_size)")
-    p.add_argument("--image-mean", type=float, nargs="+", help="normalisation mean (1 or 3 values)")
-    p.add_argument("--image-std", type=float, nargs="+", help="normalisation std (1 or 3 values)")
+    add_image_arguments(p)
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 5, 10, 20], help="tinyface: CMC ranks to report")
     p.add_argument("--ijb-subset", choices=("ijbb", "ijbc"), help="ijb: which set (default: detected from meta/)")
     p.add_argument(
@@ -63,8 +67,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         help="ijb: TAR at the ROC point nearest to each FAR (insightface/CVLface) or best with FAR <= target",
     )
     p.add_argument("--no-detector-score", action="store_true", help="ijb: do not weight images by detector score")
-    p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-plots", action="store_true", help="write the JSON report only, no plots")
+    add_progress_argument(p)
+    add_json_argument(p)
     p.set_defaults(func=run_eval)
     return p
 
@@ -144,8 +149,12 @@ def run_eval(args: argparse.Namespace) -> int:
         make_plots=not args.no_plots,
         overwrite=args.overwrite,
     )
-    print(format_summary(report))
-    print(f"report: {report['report_path']}")
+    if args.json:
+        print_json(json.loads(Path(report["report_path"]).read_text(encoding="utf-8")))
+        print(f"report: {report['report_path']}", file=sys.stderr)
+    else:
+        print(format_summary(report))
+        print(f"report: {report['report_path']}")
     return 0
 
 
