@@ -16,6 +16,7 @@ from .common import (
     add_json_argument,
     add_model_argument,
     add_progress_argument,
+    estimator_options,
     print_json,
 )
 
@@ -51,8 +52,7 @@ def run(args: argparse.Namespace) -> int:
         args.model,
         args.adapter,
         args.images,
-        quality_estimator=args.quality_estimator,
-        quality_estimator_kwargs=args.quality_estimator_kwargs,
+        **estimator_options(args),
         gate_mode=args.gate_mode,
         max_images=args.max_images,
         min_size=args.degrade_min_size,

@@ -56,11 +56,21 @@ def add_estimator_arguments(p: argparse._ActionsContainer, what: str = "override
     )
 
 
+def estimator_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The values of :func:`add_estimator_arguments`' flags, as the library's keyword arguments."""
+    return {"quality_estimator": args.quality_estimator, "quality_estimator_kwargs": args.quality_estimator_kwargs}
+
+
 def add_image_arguments(p: argparse._ActionsContainer, recorded: bool = False) -> None:
     where = " recorded in the card" if recorded else ""
     p.add_argument("--image-size", type=int, help="input size in pixels (default: the model config's image_size)")
     p.add_argument("--image-mean", type=float, nargs="+", help=f"normalisation mean{where} (1 or 3 values)")
     p.add_argument("--image-std", type=float, nargs="+", help=f"normalisation std{where} (1 or 3 values)")
+
+
+def image_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The values of :func:`add_image_arguments`' flags, as the library's keyword arguments."""
+    return {"image_size": args.image_size, "image_mean": args.image_mean, "image_std": args.image_std}
 
 
 def add_device_arguments(p: argparse._ActionsContainer) -> None:

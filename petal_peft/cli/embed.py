@@ -17,6 +17,8 @@ from .common import (
     add_json_argument,
     add_model_argument,
     add_progress_argument,
+    estimator_options,
+    image_options,
     print_json,
 )
 
@@ -56,15 +58,12 @@ def _encoder(args: argparse.Namespace):
         adapter=args.adapter,
         proxy_encoders=args.proxy_encoders,
         encoder=args.encoder,
-        quality_estimator=args.quality_estimator,
-        quality_estimator_kwargs=args.quality_estimator_kwargs,
+        **estimator_options(args),
         flip=not args.no_flip,
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
-        image_size=args.image_size,
-        image_mean=args.image_mean,
-        image_std=args.image_std,
+        **image_options(args),
     )
 
 

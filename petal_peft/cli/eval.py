@@ -18,6 +18,8 @@ from .common import (
     add_json_argument,
     add_model_argument,
     add_progress_argument,
+    estimator_options,
+    image_options,
     print_json,
 )
 
@@ -99,8 +101,7 @@ def run_eval(args: argparse.Namespace) -> int:
         adapter_path=args.adapter,
         proxy_encoders_path=args.proxy_encoders,
         modes=args.modes,
-        quality_estimator=args.quality_estimator,
-        quality_estimator_kwargs=args.quality_estimator_kwargs,
+        **estimator_options(args),
         pair_role=args.pair_role,
         flip=not args.no_flip,
         batch_size=args.batch_size,
@@ -118,9 +119,7 @@ def run_eval(args: argparse.Namespace) -> int:
     transform = build_transform(
         base,
         args.model,
-        image_size=args.image_size,
-        image_mean=args.image_mean,
-        image_std=args.image_std,
+        **image_options(args),
         adapter_settings=settings,
     )
     options: dict = {}

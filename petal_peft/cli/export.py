@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_estimator_arguments, add_image_arguments, add_model_argument, add_progress_argument
+from .common import (
+    add_estimator_arguments,
+    add_image_arguments,
+    add_model_argument,
+    add_progress_argument,
+    estimator_options,
+    image_options,
+)
 
 
 def _add_source_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,11 +48,8 @@ def run_onnx(args: argparse.Namespace) -> int:
             args.out,
             parts=args.parts,
             opset=args.opset,
-            image_size=args.image_size,
-            image_mean=args.image_mean,
-            image_std=args.image_std,
-            quality_estimator=args.quality_estimator,
-            quality_estimator_kwargs=args.quality_estimator_kwargs,
+            **image_options(args),
+            **estimator_options(args),
             check=not args.no_check,
             tolerance=args.tolerance,
             overwrite=args.overwrite,
