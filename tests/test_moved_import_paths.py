@@ -86,3 +86,10 @@ def test_the_tuners_table_of_default_targets_has_a_name_of_its_own(module):
     with pytest.warns(DeprecationWarning, match="TRANSFORMERS_TARGET_MODULES"):
         assert importlib.import_module(module).DEFAULT_TARGET_MODULES is TRANSFORMERS_TARGET_MODULES
     assert TRANSFORMERS_TARGET_MODULES is not REGISTRY and "vit" in TRANSFORMERS_TARGET_MODULES
+
+
+def test_the_benchmarks_cmc_plot_has_a_name_of_its_own():
+    import petal_peft.benchmark as benchmark
+
+    with pytest.warns(DeprecationWarning, match="plot_benchmark_cmc"):
+        assert benchmark.plot_cmc is benchmark.plot_benchmark_cmc

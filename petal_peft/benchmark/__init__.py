@@ -22,7 +22,7 @@ from .evaluate import evaluate_split, model_embedder, reference_embedder
 from .methods import MethodSpec, default_methods, select_methods, train_config
 from .prepare import IMAGE_PREPARATIONS, build_preparation, center_crop
 from .reference import REFERENCE_MODELS, DlibFaceDescriptor
-from .report import format_table, plot_cmc, plot_forgetting, run_summary, write_outputs
+from .report import format_table, plot_benchmark_cmc, plot_forgetting, run_summary, write_outputs
 from .run import benchmark_gate, run_benchmark
 from .settings import REAL_FACE_DEFAULTS, BenchmarkSettings, quick_settings, real_face_settings
 from .sources import build_data, plan_real_faces
@@ -52,7 +52,7 @@ __all__ = [
     "mean_std",
     "model_embedder",
     "plan_real_faces",
-    "plot_cmc",
+    "plot_benchmark_cmc",
     "plot_forgetting",
     "quick_settings",
     "real_face_settings",
@@ -66,6 +66,15 @@ __all__ = [
 
 
 def __getattr__(name: str):
+    if name == "plot_cmc":  # renamed: petal_peft.evaluation.plots.plot_cmc draws any CMC curves
+        import warnings
+
+        warnings.warn(
+            "petal_peft.benchmark.plot_cmc is deprecated: use petal_peft.benchmark.plot_benchmark_cmc.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return plot_benchmark_cmc
     if name == "calibrate_gate":  # the old name of benchmark_gate
         import warnings
 

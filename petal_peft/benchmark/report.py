@@ -17,7 +17,7 @@ from ..evaluation import plots
 from ..files import to_jsonable, write_file_atomic, write_json_atomic
 from .sources.synthetic import SYNTHETIC_NOTE
 
-__all__ = ["data_tag", "format_table", "plot_cmc", "plot_forgetting", "write_json", "write_outputs"]
+__all__ = ["data_tag", "format_table", "plot_benchmark_cmc", "plot_forgetting", "write_json", "write_outputs"]
 
 TRAINED_BASELINES = ("pretrained", "full", "lora")
 
@@ -120,7 +120,7 @@ def _is_reference(r: dict[str, Any]) -> bool:
     return str(r["method"]).endswith("-reference")
 
 
-def plot_cmc(results: dict[str, Any], path: Path, max_rank: int = 20) -> Path:
+def plot_benchmark_cmc(results: dict[str, Any], path: Path, max_rank: int = 20) -> Path:
     """CMC (eval group, mean over seeds) per (method, mode): dotted references, dashed trained baselines."""
     rows = [r for r in results["rows"].values() if "eval/cmc" in r]
     curves = {r["label"]: np.asarray(r["eval/cmc"]) / 100.0 for r in rows}
@@ -178,6 +178,6 @@ def write_outputs(
         written.append(write_text_atomic(folder / f"{prefix}_table.md", format_table(results)))
         slim = {k: v for k, v in results.items() if k != "runs"} if docs_dir and folder == Path(docs_dir) else results
         written.append(write_json(folder / f"{prefix}_results.json", slim))
-        written.append(plot_cmc(results, folder / f"{prefix}_cmc.png"))
+        written.append(plot_benchmark_cmc(results, folder / f"{prefix}_cmc.png"))
         written.append(plot_forgetting(results, folder / f"{prefix}_forgetting.png"))
     return written
