@@ -27,7 +27,7 @@ from .output import (
     ConvertedModel,
     OutputSettings,
     load_mapped_weights,
-    missing_key_error,
+    require_tensor,
     write_conversion,
 )
 from .petalface import split_qkv_factors
@@ -41,14 +41,7 @@ _HEAD_LINEARS = {"feature.0": "embedding_head.projection", "feature.2": "embeddi
 
 
 def _require(state: Mapping[str, torch.Tensor], key: str, source: str) -> torch.Tensor:
-    if key not in state:
-        if "layers.0.blocks.0.attn.qkv.weight" in state:
-            raise CheckpointFormatError(
-                f"{source} is a PETALface Swin checkpoint, not an arcface_torch ViT: use convert_petalface_checkpoint "
-                "(petal-peft convert petalface)."
-            )
-        raise missing_key_error(state, key, source, WHAT)
-    return state[key]
+    return require_tensor(state, key, source, WHAT, ("layers.0.blocks.0.attn.qkv.weight",))
 
 
 def infer_vit_architecture(

@@ -25,7 +25,13 @@ import torch
 
 from .adapter import BranchFactors, ModuleFactors
 from .common import CheckpointFormatError, ConversionResult, Stopwatch, check_layout, read_state_dict
-from .output import ConvertedModel, OutputSettings, load_mapped_weights, missing_key_error, write_conversion
+from .output import (
+    ConvertedModel,
+    OutputSettings,
+    load_mapped_weights,
+    require_tensor,
+    write_conversion,
+)
 
 __all__ = ["convert_insightface_iresnet", "infer_iresnet_architecture", "is_iresnet_state_dict"]
 
@@ -43,19 +49,7 @@ def is_iresnet_state_dict(state: Mapping[str, torch.Tensor]) -> bool:
 
 
 def _require(state: Mapping[str, torch.Tensor], key: str, source: str) -> torch.Tensor:
-    if key not in state:
-        if "layers.0.blocks.0.attn.qkv.weight" in state:
-            raise CheckpointFormatError(
-                f"{source} is a PETALface Swin checkpoint, not an IResNet: use convert_petalface_checkpoint "
-                "(petal-peft convert petalface)."
-            )
-        if "blocks.0.attn.qkv.weight" in state:
-            raise CheckpointFormatError(
-                f"{source} is an insightface arcface_torch ViT checkpoint, not an IResNet: use convert_insightface_vit "
-                "(petal-peft convert insightface-vit)."
-            )
-        raise missing_key_error(state, key, source, WHAT)
-    return state[key]
+    return require_tensor(state, key, source, WHAT, ("layers.0.blocks.0.attn.qkv.weight", "blocks.0.attn.qkv.weight"))
 
 
 def _depth_name(depths: list[int]) -> int:

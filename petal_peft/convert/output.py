@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .adapter import ModuleFactors, write_adapter, write_base
-from .common import CheckpointFormatError, ConversionResult, Stopwatch, parse_dtype, staged_directory
+from .common import CheckpointFormatError, ConversionResult, Stopwatch, parse_dtype, staged_directory, with_article
 
 __all__ = [
     "IQA_HIGHER_IS_BETTER",
@@ -25,6 +25,7 @@ __all__ = [
     "gate_kwargs",
     "load_mapped_weights",
     "missing_key_error",
+    "require_tensor",
     "write_conversion",
 ]
 
@@ -48,6 +49,34 @@ def missing_key_error(state: Mapping[str, torch.Tensor], key: str, source: str, 
     return CheckpointFormatError(
         f"{source} is not {article} {what}: it has no {key!r} (its first keys: {shown}{more})."
     )
+
+
+#: a key only one checkpoint family has -> (what that family is, how to convert it)
+FAMILY_MARKERS = {
+    "layers.0.blocks.0.attn.qkv.weight": (
+        "a PETALface Swin checkpoint",
+        "convert_petalface_checkpoint (petal-peft convert petalface)",
+    ),
+    "blocks.0.attn.qkv.weight": (
+        "an insightface arcface_torch ViT checkpoint",
+        "convert_insightface_vit (petal-peft convert insightface-vit)",
+    ),
+}
+
+
+def require_tensor(
+    state: Mapping[str, torch.Tensor], key: str, source: str, what: str, other_families: tuple[str, ...]
+) -> torch.Tensor:
+    """``state[key]``, or an error: naming the converter to use when the state dict is of another known family
+    (``other_families``: keys of :data:`FAMILY_MARKERS`), else listing the first keys it has."""
+    if key in state:
+        return state[key]
+    for marker in other_families:
+        if marker in state:
+            family, converter = FAMILY_MARKERS[marker]
+            expected = with_article(what.split(" (")[0])
+            raise CheckpointFormatError(f"{source} is {family}, not {expected}: use {converter}.")
+    raise missing_key_error(state, key, source, what)
 
 
 def load_mapped_weights(model: nn.Module, mapped: Mapping[str, torch.Tensor]) -> nn.Module:
