@@ -32,7 +32,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data import DATA_SOURCES, DISTRACTOR, BenchmarkData, EvalSplit, calibration_images, degrade_images, stack_images
-from ..prepare import build_preparation
+from ..prepare import IMAGE_PREPARATIONS, build_preparation
 from ..settings import BenchmarkSettings
 
 __all__ = [
@@ -250,8 +250,20 @@ def _read(path: Path) -> Image.Image:
         raise OSError(f"cannot read face image {path}: {err}") from None
 
 
-def _init_worker(name: str, size: int) -> None:
+def _init_worker(name: str, size: int, factory: Any) -> None:
+    if name not in IMAGE_PREPARATIONS:  # registered at run time in the parent: the pickled factory brings it
+        IMAGE_PREPARATIONS.register(name, factory)
     _WORKER["prepare"] = build_preparation(name, size)
+
+
+def _picklable(obj: Any) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(obj)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return False
+    return True
 
 
 def _prepare_chunk(paths: list[Path]) -> list[np.ndarray]:
@@ -259,7 +271,10 @@ def _prepare_chunk(paths: list[Path]) -> list[np.ndarray]:
 
 
 class _PreparedImages:
-    """Path -> prepared PIL image, each file read and prepared once (in ``workers`` processes when > 1)."""
+    """Path -> prepared PIL image, each file read and prepared once (in ``workers`` processes when > 1).
+
+    Worker processes are spawned, never forked, so this is safe to call after torch ran in the same process; a
+    preparation whose factory cannot be pickled (a local function) runs in this process instead."""
 
     def __init__(self, name: str, size: int, workers: int, progress: bool) -> None:
         self.name, self.size, self.workers, self.progress = name, size, workers, progress
@@ -269,15 +284,17 @@ class _PreparedImages:
     def load(self, paths: Sequence[Path], desc: str = "preparing face images") -> list[Image.Image]:
         todo = [p for p in dict.fromkeys(paths) if p not in self.cache]
         bar = tqdm(total=len(todo), desc=desc, disable=not self.progress or not todo)
-        if self.workers > 1 and len(todo) >= 64:
+        factory = IMAGE_PREPARATIONS.get(self.name)
+        if self.workers > 1 and len(todo) >= 64 and _picklable(factory):
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            fork = "fork" in multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if fork else None)
+            # "spawn": fresh interpreters. A forked child of a process that already ran torch (or dlib) inherits
+            # locks held by threads that do not exist in the child, and the preparation then hangs for ever.
+            context = multiprocessing.get_context("spawn")
             chunks = [todo[i : i + 32] for i in range(0, len(todo), 32)]
             with ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=_init_worker, initargs=(self.name, self.size)
+                self.workers, mp_context=context, initializer=_init_worker, initargs=(self.name, self.size, factory)
             ) as pool:
                 for chunk, arrays in zip(chunks, pool.map(_prepare_chunk, chunks)):
                     self.cache.update((p, Image.fromarray(a)) for p, a in zip(chunk, arrays))
