@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..files import atomic_directory
@@ -34,6 +33,7 @@ from .modeling import (
     load_base_model,
     resolve_image_settings,
 )
+from .objective_setup import build_objective, objective_dataset
 from .run_guard import (
     OutputDirError,
     check_output_dir,
@@ -219,7 +219,6 @@ def _train(
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
 
-    from ..heads import build_head
     from ..tuner.fingerprint import tensor_fingerprint
 
     output_dir = Path(config.output_dir)
@@ -250,6 +249,7 @@ def _train(
     record["train_data"] = data_fingerprint(train_dataset)
     if loaded is not None:
         compare_run_records(loaded.run_record, record, loaded.path)
+    train_dataset = objective_dataset(config, train_dataset)
     train_loader, sampler = build_train_dataloader(config, train_dataset, accelerator.num_processes)
     if evaluation_hook is None and eval_source is not None:
         hook_class = TinyFaceEvaluationHook if config.finetune_method == "quality_gated" else _PlainTinyFaceHook
@@ -274,10 +274,17 @@ def _train(
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     peft_model = build_backbone(base, config, info)
     trainable_parameters, total_parameters = backbone_parameter_counts(peft_model)
-    head_kwargs: dict[str, Any] = {"s": config.head_scale}
-    if config.head_margin is not None:
-        head_kwargs["m"] = config.head_margin
-    head = build_head(config.head, embedding_size=dim, num_classes=train_dataset.num_classes, **head_kwargs)
+    head, objective_loss, _ = build_objective(
+        config,
+        peft_model.to(accelerator.device),
+        train_dataset,
+        dim,
+        record["base_model"],
+        record["train_data"],
+        device=accelerator.device,
+        write_cache=main,
+        progress=main and config.progress_bar,
+    )
     model = FaceEmbeddingClassifier(peft_model, head)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -357,8 +364,7 @@ def _train(
         for batch in loader:
             quality = batch.get("quality_level") if quality_source == "degradation" else None
             with accelerator.accumulate(model):
-                logits = model(pixel_values=batch["pixel_values"], labels=batch["labels"], quality=quality)
-                loss = F.cross_entropy(logits.float(), batch["labels"])
+                loss = objective_loss(model, batch, quality)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
@@ -426,7 +432,8 @@ def _train(
                     "quality_source (training)": quality_source,
                 },
                 training_settings={
-                    "head": config.head,
+                    "objective": config.objective,
+                    "head": config.head if unwrapped.head is not None else "none",
                     "epochs": round(progress.global_step / steps_per_epoch, 2),
                     "optimizer steps": progress.global_step,
                     "global batch": config.per_device_train_batch_size
@@ -447,7 +454,8 @@ def _train(
             card = _baseline_card(config, info.name, progress.global_step, trainable_parameters, total_parameters)
         with atomic_directory(adapter_dir) as tmp:
             unwrapped.backbone.save_pretrained(str(tmp))
-            unwrapped.head.save_pretrained(tmp)
+            if unwrapped.head is not None:  # the distill objective trains no head
+                unwrapped.head.save_pretrained(tmp)
             (tmp / "training_config.json").write_text(config.to_json())
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
             (tmp / "README.md").write_text(card, encoding="utf-8")
