@@ -23,7 +23,15 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS_IMAGES = REPO / "docs" / "images"
 
 INT_FLAGS = ("steps", "batch_size", "lora_r", "num_threads", "calibration_images", "eval_batch_size")
-FLOAT_FLAGS = ("learning_rate", "weight_decay", "degrade_fraction", "head_scale", "head_margin")
+FLOAT_FLAGS = (
+    "learning_rate",
+    "weight_decay",
+    "degrade_fraction",
+    "head_scale",
+    "head_margin",
+    "distill_weight",
+    "distill_degrade_fraction",
+)
 FOLD_FLAGS = ("eval_folds", "validation_folds", "adapt_folds", "base_folds")
 
 
@@ -65,6 +73,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in FLOAT_FLAGS:
         run.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, default=None)
     run.add_argument(
+        "--objective",
+        dest="objectives",
+        nargs="+",
+        choices=("margin", "distill", "margin+distill"),
+        default=None,
+        help="training objective(s): each gives its own trained rows (default: margin; others are named "
+        "<row>-<objective>, e.g. ours-distill)",
+    )
+    run.add_argument(
+        "--targets",
+        default=None,
+        help="target modules of every adapter row: default (attention q/k/v), all-linear, or a named set of the base",
+    )
+    run.add_argument("--head-init", dest="head_init", choices=("random", "imprint"), default=None)
+    run.add_argument(
         "--validation-rows",
         choices=("all", "variants"),
         default=None,
@@ -104,6 +127,8 @@ def settings_from_args(args: argparse.Namespace):
         overrides["seeds"] = tuple(args.seeds)
     if getattr(args, "rows", None) is not None:
         overrides["rows"] = tuple(args.rows)
+    if getattr(args, "objectives", None) is not None:
+        overrides["objectives"] = tuple(args.objectives)
     if getattr(args, "references", None) is not None:
         overrides["references"] = tuple(args.references)
     if getattr(args, "no_progress", False):
@@ -148,14 +173,25 @@ def budget(settings, methods, plan, minutes: float) -> dict:
         images = [prepare(Image.open(p).convert("RGB")) for p in sample]
         degrade_images(images, settings.capture_sizes("probe", size), seed=0)
         data_image_s = (time.perf_counter() - t) / len(sample)
-        costs = measure_costs(settings, methods, base_model, ps, len(plan.adapt), stack_images(images, size))
+        n_adapt = sum(len(v) for v in plan.adapt.values())
+        costs = measure_costs(
+            settings, methods, base_model, ps, len(plan.adapt), stack_images(images, size), num_images=n_adapt
+        )
     costs.data_image_s = data_image_s
     summary = plan.summary()
     counts = {name: summary[name]["probes"] + summary[name]["sharp_images"] for name in ("val", "eval")}
     counts["data"] = summary["adapt"]["images"] + counts["val"] + counts["eval"]
     fits = steps_for_budget(settings, methods, costs, counts, 60.0 * minutes)
+    ratios = {
+        f"{m.name} / {m.name.rsplit('-', 1)[0]}": round(
+            costs.step_s[m.name] / costs.step_s[m.name.rsplit("-", 1)[0]], 3
+        )
+        for m in methods
+        if m.trained and m.name.endswith("-distill") and m.name.rsplit("-", 1)[0] in costs.step_s
+    }
     return {
         "costs": costs.to_dict(),
+        "distill_step_vs_margin_step": ratios,
         "images": counts,
         f"estimate_at_{settings.steps}_steps_s": estimate_runtime(settings, methods, costs, counts),
         f"steps_that_fit_{minutes:g}_min": fits,

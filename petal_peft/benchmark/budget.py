@@ -62,12 +62,15 @@ def measure_costs(
     num_classes: int,
     sample_images: torch.Tensor | None = None,
     repeats: int = 2,
+    num_images: int | None = None,
 ) -> RunCosts:
-    """Time training steps and embedding for ``methods`` on the base (random adapters, random images)."""
+    """Time training steps and embedding for ``methods`` on the base (random adapters, random images); a
+    distillation row's step reads ``num_images`` cached targets, as in a real run."""
     from ..heads import build_head
     from ..training.modeling import BaseModelInfo, FaceEmbeddingClassifier, build_backbone, embedding_size
+    from ..training.objectives import ObjectiveLoss, uses_distillation
     from .evaluate import model_embedder
-    from .methods import all_linear_targets, train_config
+    from .methods import all_linear_targets, resolve_target_set, train_config
     from .models import load_base
     from .reference import REFERENCE_MODELS
 
@@ -76,28 +79,42 @@ def measure_costs(
     info = BaseModelInfo("base", size, list(ps["image_mean"]), list(ps["image_std"]), False)
     base = load_base(base_model)
     all_linear = all_linear_targets(base)
+    target_set = resolve_target_set(base, s.targets)
     dim = embedding_size(base, size)
     gate = {"gate_mode": "sigmoid", "gate_threshold": 0.0, "gate_temperature": 1.0}
     costs = RunCosts(load_average=tuple(os.getloadavg()))
     g = torch.Generator().manual_seed(0)
     x = torch.randn(s.batch_size, 3, size, size, generator=g)
     labels = torch.randint(0, num_classes, (s.batch_size,), generator=g)
+    # distillation reads cached teacher targets: random ones of the same shape cost the same
+    n_images = max(num_images or 0, s.batch_size)
+    targets = torch.randn(n_images, 2, dim, generator=g)
+    batch = {
+        "pixel_values": x,
+        "labels": labels,
+        "index": torch.randperm(n_images, generator=g)[: s.batch_size],
+        "flipped": torch.rand(s.batch_size, generator=g) < 0.5,
+    }
     eval_images = torch.randint(0, 256, (min(64, s.eval_batch_size), 3, size, size), generator=g, dtype=torch.uint8)
     models: dict[str, torch.nn.Module] = {"plain": base}
     for spec in methods:
         if not spec.trained:
             continue
-        config = train_config(spec, s, 0, base_model, "unused", "unused", gate, size, all_linear)
+        config = train_config(spec, s, 0, base_model, "unused", "unused/run", gate, size, all_linear, target_set)
         backbone = build_backbone(copy.deepcopy(base), config, info)
-        head = build_head(config.head, embedding_size=dim, num_classes=num_classes, s=s.head_scale, m=s.head_margin)
+        head = None
+        if config.objective != "distill":
+            head = build_head(config.head, embedding_size=dim, num_classes=num_classes, s=s.head_scale, m=s.head_margin)
+        loss_fn = ObjectiveLoss(
+            config.objective, config.distill_weight, targets if uses_distillation(config.objective) else None
+        )
         model = FaceEmbeddingClassifier(backbone, head).train()
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=1e-6)
         quality = torch.rand(s.batch_size, generator=g) if spec.finetune_method == "quality_gated" else None
 
-        def step(model=model, optimizer=optimizer, quality=quality, trainable=trainable) -> None:
-            logits = model(pixel_values=x, labels=labels, quality=quality)
-            torch.nn.functional.cross_entropy(logits.float(), labels).backward()
+        def step(model=model, optimizer=optimizer, quality=quality, trainable=trainable, loss_fn=loss_fn) -> None:
+            loss_fn(model, batch, quality).backward()
             torch.nn.utils.clip_grad_norm_(trainable, 5.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

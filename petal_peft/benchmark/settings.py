@@ -59,6 +59,12 @@ class BenchmarkSettings:
     learning_rate: float = 1e-3
     weight_decay: float = 0.05
     lora_r: int = 8
+    # -- objective and targets of the trained rows (each objective gives its own rows; see methods.py) ------
+    objectives: tuple[str, ...] = ("margin",)  # margin, distill, margin+distill
+    distill_weight: float = 1.0  # of the distillation term in margin+distill
+    distill_degrade_fraction: float = 0.5  # share of degraded images in a distillation batch (the rest sharp)
+    head_init: str = "random"  # the margin head: random, or imprint (class prototypes of the frozen base)
+    targets: str = "default"  # the adapters' target modules: default, all-linear, or a named set of the base
     head: str = "cosface"
     head_scale: float = 32.0
     head_margin: float = 0.2
@@ -81,6 +87,16 @@ class BenchmarkSettings:
     NOT_FINGERPRINTED = ("out", "seeds", "progress", "keep_work", "resume", "quick", "rows", "references")
 
     def __post_init__(self) -> None:
+        self.objectives = tuple(self.objectives)
+        from ..training.objectives import OBJECTIVES
+
+        bad = [o for o in self.objectives if o not in OBJECTIVES]
+        if bad or not self.objectives or len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(f"objectives must be distinct names among {OBJECTIVES}, got {self.objectives}.")
+        if self.head_init not in ("random", "imprint"):
+            raise ValueError(f"head_init must be 'random' or 'imprint', got {self.head_init!r}.")
+        if not 0.0 <= self.distill_degrade_fraction <= 1.0:
+            raise ValueError(f"distill_degrade_fraction must be in [0, 1], got {self.distill_degrade_fraction}.")
         for name in ("seeds", "extra_face_sets", "eval_folds", "validation_folds", "adapt_folds", "base_folds"):
             setattr(self, name, tuple(getattr(self, name)))
         self.references = tuple(self.references)
