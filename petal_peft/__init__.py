@@ -11,10 +11,14 @@ from __future__ import annotations
 from . import models, quality, registry
 from .tuner import (
     QUALITY_GATED_LORA,
+    QualityGatedConv2d,
+    QualityGatedLayer,
     QualityGatedLinear,
     QualityGatedLoraConfig,
     QualityGatedLoraModel,
     export_proxy_encoders,
+    resolve_target_modules,
+    target_module_groups,
 )
 from .tuner.proxy import merged_encoder
 
@@ -22,6 +26,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "QUALITY_GATED_LORA",
+    "QualityGatedConv2d",
+    "QualityGatedLayer",
     "QualityGatedLinear",
     "QualityGatedLoraConfig",
     "QualityGatedLoraModel",
@@ -31,4 +37,6 @@ __all__ = [
     "merged_encoder",
     "models",
     "registry",
+    "resolve_target_modules",
+    "target_module_groups",
 ]

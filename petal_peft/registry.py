@@ -63,3 +63,8 @@ QUALITY_GATES = Registry("quality gate")
 #: architectures defined outside the tuner core, e.g. petal-peft's own face backbones. The tuner consults it
 #: before its built-in defaults, so ``QualityGatedLoraConfig()`` needs no ``target_modules`` for them.
 DEFAULT_TARGET_MODULES = Registry("default target modules")
+
+#: model_type -> {group name: full-match regex over module names}: named parts of an architecture (e.g. ``stem``,
+#: ``attention``, ``mlp``) that ``target_modules`` can combine with ``+`` (``"stem+attention"``); see
+#: :func:`petal_peft.tuner.targets.resolve_target_modules`.
+TARGET_MODULE_GROUPS = Registry("target module groups")

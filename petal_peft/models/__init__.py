@@ -12,13 +12,15 @@ the embedding head's linear layers, where the PETALface reference puts its adapt
 
 from __future__ import annotations
 
-from ..registry import DEFAULT_TARGET_MODULES
+from ..registry import DEFAULT_TARGET_MODULES, TARGET_MODULE_GROUPS
 from .face_conv_vit import FaceConvViTConfig, FaceConvViTModel
+from .face_conv_vit.target_groups import FACE_CONV_VIT_TARGET_GROUPS
 from .face_swin import FaceSwinConfig, FaceSwinModel, FaceSwinModelOutput
 from .face_vit import FaceViTConfig, FaceViTModel, FaceViTModelOutput
 from .image_processing import face_image_processor
 
 __all__ = [
+    "FACE_CONV_VIT_TARGET_GROUPS",
     "FACE_CONV_VIT_TARGET_MODULES",
     "FACE_SWIN_TARGET_MODULES",
     "FACE_VIT_TARGET_MODULES",
@@ -41,8 +43,8 @@ FACE_SWIN_TARGET_MODULES = (
 #: every block's query/key/value and both linear layers of the head (arcface_torch's LoRA placement)
 FACE_VIT_TARGET_MODULES = rf"(.*\.)?encoder\.layers\.\d+\.attention\.{_QKV}|(.*\.)?embedding_head\.(projection|output)"
 
-#: every layer's attention query/key/value and the final projection
-FACE_CONV_VIT_TARGET_MODULES = rf"(.*\.)?layers\.\d+\.attention\.{_QKV}|(.*\.)?pooler\.dense"
+#: every layer's attention query/key/value and the final projection (its "default" layer group)
+FACE_CONV_VIT_TARGET_MODULES = FACE_CONV_VIT_TARGET_GROUPS["default"]
 
 
 def _register() -> None:
@@ -57,6 +59,7 @@ def _register() -> None:
         AutoModel.register(config_class, model_class, exist_ok=True)
         AutoImageProcessor.register(config_class, image_processor_classes={"pil": ViTImageProcessorPil}, exist_ok=True)
         DEFAULT_TARGET_MODULES.register(config_class.model_type, targets, overwrite=True)
+    TARGET_MODULE_GROUPS.register(FaceConvViTConfig.model_type, FACE_CONV_VIT_TARGET_GROUPS, overwrite=True)
 
 
 _register()

@@ -135,7 +135,10 @@ class FaceAdapterTrainingConfig:
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout inside the adapter branches."})
     target_modules: list[str] | None = field(
         default=None,
-        metadata={"help": "Module names to adapt (default: petal-peft's per-architecture default)."},
+        metadata={
+            "help": "Module names to adapt, or layer groups joined by '+' (e.g. 'stem+default' on face_conv_vit) "
+            "(default: petal-peft's per-architecture default)."
+        },
     )
     init_lora_weights: str = field(
         default="gaussian", metadata={"help": "'gaussian' (reference), 'true' (Kaiming) or 'false'."}

@@ -135,11 +135,12 @@ def build_lora_config(config: FaceAdapterTrainingConfig, info: BaseModelInfo) ->
 
 
 def _resolved_target_modules(config: FaceAdapterTrainingConfig, base: nn.Module) -> Any:
-    """The target modules the quality-gated adapter would use on ``base`` (flags, else the default: see
-    :mod:`petal_peft.tuner.targets`)."""
+    """The target modules the quality-gated adapter would use on ``base`` (flags, a layer-group expression such
+    as ``stem+attention``, else the default: see :mod:`petal_peft.tuner.targets`)."""
+    from ..tuner.targets import resolve_default_targets, resolve_target_modules
+
     if config.target_modules:
-        return list(config.target_modules)
-    from ..tuner.targets import resolve_default_targets
+        return resolve_target_modules(base, list(config.target_modules))
 
     targets = resolve_default_targets(base)
     if targets is None:
@@ -155,13 +156,14 @@ def check_target_modules(config: FaceAdapterTrainingConfig, base: nn.Module) -> 
     """Every ``--target_modules`` entry must name a module of ``base`` (a typo otherwise trains fewer layers)."""
     if not config.target_modules:
         return
-    from ..tuner.targets import linear_layer_summary, unmatched_targets
+    from ..tuner.targets import linear_layer_summary, resolve_target_modules, unmatched_targets
 
-    missing = unmatched_targets(base, list(config.target_modules))
+    targets = resolve_target_modules(base, list(config.target_modules))
+    missing = unmatched_targets(base, targets)
     if missing:
         raise ValueError(
             f"--target_modules {' '.join(missing)}: no module of {type(base).__name__} has that name. Its linear "
-            f"layers include: {linear_layer_summary(base)}."
+            f"and conv layers include: {linear_layer_summary(base)}."
         )
 
 

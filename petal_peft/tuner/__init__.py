@@ -34,12 +34,19 @@ def _add_peft_type_member() -> PeftType:
 QUALITY_GATED_LORA = _add_peft_type_member()
 
 from .config import QualityGatedLoraConfig  # noqa: E402
+from .conv import QualityGatedConv2d  # noqa: E402
+from .gated_layer import QualityGatedLayer  # noqa: E402
 from .layer import QualityGatedLinear  # noqa: E402
 from .loading import AdapterMismatchError, check_adapter_folder, load_quality_gated_adapter  # noqa: E402
 from .model import QualityGatedLoraModel  # noqa: E402
 from .proxy import check_proxy_encoders, export_proxy_encoders  # noqa: E402
 from .quality_state import QualityState, validate_quality  # noqa: E402
-from .targets import DEFAULT_TARGET_MODULES, default_target_modules  # noqa: E402
+from .targets import (  # noqa: E402
+    DEFAULT_TARGET_MODULES,
+    default_target_modules,
+    resolve_target_modules,
+    target_module_groups,
+)
 
 
 def _register_with_peft() -> None:
@@ -63,6 +70,8 @@ __all__ = [
     "AdapterMismatchError",
     "DEFAULT_TARGET_MODULES",
     "QUALITY_GATED_LORA",
+    "QualityGatedConv2d",
+    "QualityGatedLayer",
     "QualityGatedLinear",
     "QualityGatedLoraConfig",
     "QualityGatedLoraModel",
@@ -72,5 +81,7 @@ __all__ = [
     "default_target_modules",
     "export_proxy_encoders",
     "load_quality_gated_adapter",
+    "resolve_target_modules",
+    "target_module_groups",
     "validate_quality",
 ]

@@ -20,7 +20,7 @@ from .model_card import add_petal_peft_notice
 _REFUSED_TRUTHY_OPTIONS: dict[str, str] = {
     "use_dora": "DoRA rescales the merged weight per column, which breaks the linear-in-quality merge",
     "lora_bias": "a LoRA bias would be shared by both quality branches",
-    "target_parameters": "only nn.Linear modules can carry the two gated branches",
+    "target_parameters": "only nn.Linear and nn.Conv2d modules can carry the two gated branches",
     "use_qalora": "QA-LoRA is a quantisation-specific variant",
     "use_bdlora": "BD-LoRA is a LoRA variant with its own layer math",
     "alora_invocation_tokens": "aLoRA is a token-activated variant for language models",

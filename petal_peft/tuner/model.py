@@ -18,6 +18,8 @@ from torch import nn
 
 from ..registry import QUALITY_ESTIMATORS, QUALITY_GATES
 from .config import QualityGatedLoraConfig
+from .conv import QualityGatedConv2d
+from .gated_layer import QualityGatedLayer
 from .layer import QualityGatedLinear
 from .quality_state import QualityState, capture_quality_for_recompute, validate_quality
 from .targets import (
@@ -25,6 +27,7 @@ from .targets import (
     default_target_modules,
     linear_layer_summary,
     resolve_default_targets,
+    resolve_target_modules,
     unmatched_targets,
 )
 
@@ -44,7 +47,8 @@ class _EstimateThenGate(nn.Module):
 
 
 class QualityGatedLoraModel(LoraModel):
-    """PEFT tuner that turns targeted linear layers into :class:`QualityGatedLinear` layers.
+    """PEFT tuner that turns targeted ``nn.Linear`` layers into :class:`QualityGatedLinear` layers and ``nn.Conv2d``
+    layers into :class:`QualityGatedConv2d` layers (chosen by layer type, as PEFT's LoRA does).
 
     Use it through ``peft.get_peft_model(model, QualityGatedLoraConfig(...))`` after ``import petal_peft``. The
     wrapped model then accepts ``quality=`` (float [B] in [0, 1], 1 = high quality) or ``quality_score=`` (raw
@@ -56,7 +60,7 @@ class QualityGatedLoraModel(LoraModel):
     target_module_mapping = DEFAULT_TARGET_MODULES
 
     def __init__(self, model: nn.Module, config: Any, adapter_name: str, **kwargs: Any) -> None:
-        if any(isinstance(m, QualityGatedLinear) for m in model.modules()):
+        if any(isinstance(m, QualityGatedLayer) for m in model.modules()):
             raise ValueError(
                 f"this {type(model).__name__} already carries a quality-gated adapter: get_peft_model and "
                 "PeftModel.from_pretrained change the base model in place, so it cannot take a second one. Load "
@@ -74,15 +78,18 @@ class QualityGatedLoraModel(LoraModel):
     def inject_adapter(self, model: nn.Module, adapter_name: str, *args: Any, **kwargs: Any) -> None:
         config = self.peft_config[adapter_name]
         if isinstance(config, QualityGatedLoraConfig):
-            if config.target_modules is None:
+            targets_given = config.target_modules is not None
+            if not targets_given:
                 config.target_modules = resolve_default_targets(model)  # None: _prepare_adapter_config explains
-            elif not kwargs.get("state_dict"):
+            else:  # a group expression ("stem+attention") becomes its regex, which the saved config then holds
+                config.target_modules = resolve_target_modules(model, config.target_modules)
+            if targets_given and not kwargs.get("state_dict"):
                 missing = unmatched_targets(model, config.target_modules)
                 if missing and len(missing) == (
                     1 if isinstance(config.target_modules, str) else len(config.target_modules)
                 ):
                     raise ValueError(
-                        f"target_modules {missing} match no module of {type(model).__name__}. Its linear layers "
+                        f"target_modules {missing} match no module of {type(model).__name__}. Its layers "
                         f"include: {linear_layer_summary(model)} (name suffixes, or one regular expression over full "
                         "module names)."
                     )
@@ -114,20 +121,26 @@ class QualityGatedLoraModel(LoraModel):
             )
         super()._create_and_replace(lora_config, adapter_name, target, target_name, parent, current_key, **kwargs)
         new_module = getattr(parent, target_name)
-        if isinstance(new_module, QualityGatedLinear):
+        if isinstance(new_module, QualityGatedLayer):
             new_module.quality_state = self._quality_state
 
     @staticmethod
     def _create_new_module(lora_config, adapter_name, target, **kwargs):
         base_layer = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
-        if isinstance(target, BaseTunerLayer) and not isinstance(target, QualityGatedLinear):
+        name = kwargs.get("target_name")
+        if isinstance(target, BaseTunerLayer) and not isinstance(target, QualityGatedLayer):
             raise ValueError(
-                f"{kwargs.get('target_name')!r} already carries a {type(target).__name__} adapter of another PEFT "
-                "method; quality-gated LoRA cannot be stacked on it."
+                f"{name!r} already carries a {type(target).__name__} adapter of another PEFT method; quality-gated "
+                "LoRA cannot be stacked on it."
             )
-        if not isinstance(base_layer, nn.Linear):
+        if isinstance(base_layer, (nn.Conv1d, nn.Conv3d)):
             raise ValueError(
-                f"Quality-gated LoRA adapts torch.nn.Linear layers only; {kwargs.get('target_name')!r} is a "
+                f"{name!r} is an nn.{type(base_layer).__name__}: quality-gated LoRA adapts nn.Linear and nn.Conv2d "
+                "layers only; leave it out of target_modules."
+            )
+        if not isinstance(base_layer, (nn.Linear, nn.Conv2d)):
+            raise ValueError(
+                f"Quality-gated LoRA adapts nn.Linear and nn.Conv2d layers only; {name!r} is a "
                 f"{type(base_layer).__name__}. Narrow target_modules."
             )
         if lora_config.fan_in_fan_out:
@@ -140,6 +153,8 @@ class QualityGatedLoraModel(LoraModel):
             "tied_adapter",
         ):
             kwargs.pop(unused, None)
+        if isinstance(base_layer, nn.Conv2d):
+            return QualityGatedConv2d(target, adapter_name, config=lora_config, **kwargs)
         return QualityGatedLinear(target, adapter_name, config=lora_config, **kwargs)
 
     def add_weighted_adapter(self, *args: Any, **kwargs: Any) -> None:
@@ -274,11 +289,11 @@ class QualityGatedLoraModel(LoraModel):
 
     def _refresh_layer_cache(self) -> None:
         modules = list(self.model.modules())
-        gated = [m for m in modules if isinstance(m, QualityGatedLinear)]
+        gated = [m for m in modules if isinstance(m, QualityGatedLayer)]
         checkpointable = [m for m in modules if hasattr(m, "gradient_checkpointing")]
         self._layer_cache = (gated, checkpointable)
 
-    def _layers(self) -> tuple[list[QualityGatedLinear], list[nn.Module]]:
+    def _layers(self) -> tuple[list[QualityGatedLayer], list[nn.Module]]:
         """The gated layers and the blocks that can be gradient-checkpointed (walked when adapters change)."""
         if self._layer_cache is None:
             self._refresh_layer_cache()
@@ -308,7 +323,7 @@ class QualityGatedLoraModel(LoraModel):
         quality = float(quality)
         if not 0.0 <= quality <= 1.0:
             raise ValueError(f"quality must lie in [0, 1], got {quality}.")
-        layers = [m for m in self.model.modules() if isinstance(m, QualityGatedLinear)]
+        layers = [m for m in self.model.modules() if isinstance(m, QualityGatedLayer)]
         # PEFT's merge/unload machinery calls layer.merge(safe_merge=..., adapter_names=...): the layers take the
         # quality for those calls from here.
         for layer in layers:
@@ -367,10 +382,10 @@ class QualityGatedLoraModel(LoraModel):
         for key, tensor in remapped.items():
             target = by_name[key.removeprefix(_PEFT_PREFIX)]
             if tuple(tensor.shape) != tuple(target.shape):
-                # lora_A is [r, in], lora_B [out, r]: a differing rank axis means the config's r does not fit
-                # these weights; a differing other axis means a base model with other layer sizes.
+                # lora_A is [r, in(, kh, kw)], lora_B [out, r(, 1, 1)]: a differing rank axis means the config's r
+                # does not fit these weights; a differing other axis means a base model with other layer sizes.
                 rank_axis = 0 if ".lora_A" in key else 1
-                rank_differs = tensor.dim() == 2 and tensor.shape[rank_axis] != target.shape[rank_axis]
+                rank_differs = tensor.dim() == target.dim() and tensor.shape[rank_axis] != target.shape[rank_axis]
                 cause = (
                     "the adapter config was edited, or belongs to other weights"
                     if rank_differs

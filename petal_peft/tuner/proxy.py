@@ -44,12 +44,12 @@ def merged_encoder(peft_model: nn.Module, quality: float) -> nn.Module:
 
 
 def _merged_module_names(peft_model: nn.Module) -> list[str]:
-    from .layer import QualityGatedLinear
+    from .gated_layer import QualityGatedLayer
 
     return sorted(
         name.removeprefix(_PEFT_PREFIX)
         for name, module in peft_model.named_modules()
-        if isinstance(module, QualityGatedLinear)
+        if isinstance(module, QualityGatedLayer)
     )
 
 

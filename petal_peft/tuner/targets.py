@@ -1,4 +1,4 @@
-"""Which linear layers a quality-gated adapter adapts when ``target_modules`` is not given.
+"""Which layers a quality-gated adapter adapts: the default when ``target_modules`` is not given, and named groups.
 
 In this order: a default registered for the model type in :data:`petal_peft.registry.DEFAULT_TARGET_MODULES`
 (architectures defined outside the tuner, e.g. petal-peft's own face backbones); the table below, for model
@@ -6,12 +6,17 @@ types whose default differs from the rule (it adds the final feature projection)
 the module structure of any vision transformer: the query, key and value projections of every attention
 module (three sibling ``nn.Linear`` children named like ``query``/``key``/``value`` or ``q_proj``/``k_proj``/
 ``v_proj`` that read the same input width), or its fused ``qkv`` projection.
+
+An architecture may also register named groups of its layers (:data:`petal_peft.registry.TARGET_MODULE_GROUPS`),
+which ``target_modules`` combines with ``+``: ``"stem+attention"`` adapts the stem convolutions and the attention
+projections (see :func:`resolve_target_modules`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 
@@ -21,6 +26,8 @@ __all__ = [
     "default_target_modules",
     "linear_layer_summary",
     "resolve_default_targets",
+    "resolve_target_modules",
+    "target_module_groups",
     "unmatched_targets",
 ]
 
@@ -135,12 +142,67 @@ def unmatched_targets(model: nn.Module, targets: str | Iterable[str]) -> list[st
 
 
 def linear_layer_summary(model: nn.Module, limit: int = 8) -> str:
-    """A few of ``model``'s linear layers as name suffixes (what ``target_modules`` can name)."""
+    """A few of ``model``'s linear and 2-d convolution layers as name suffixes (what ``target_modules`` can name)."""
     suffixes: list[str] = []
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
             suffix = ".".join(p for p in name.split(".")[-2:] if not p.isdigit()) or name
             if suffix not in suffixes:
                 suffixes.append(suffix)
     shown = ", ".join(suffixes[:limit]) + (" ..." if len(suffixes) > limit else "")
     return shown or "none"
+
+
+_GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def _model_type(model_or_type: nn.Module | str | None) -> str | None:
+    if model_or_type is None or isinstance(model_or_type, str):
+        return model_or_type
+    return getattr(getattr(model_or_type, "config", None), "model_type", None)
+
+
+def target_module_groups(model_or_type: nn.Module | str | None) -> dict[str, str]:
+    """The named layer groups registered for a model (or model type): ``{name: full-match regex}``; {} if none."""
+    from ..registry import TARGET_MODULE_GROUPS
+
+    model_type = _model_type(model_or_type)
+    if not model_type or model_type not in TARGET_MODULE_GROUPS:
+        return {}
+    return dict(TARGET_MODULE_GROUPS.get(model_type))
+
+
+def resolve_target_modules(model_or_type: nn.Module | str | None, targets: Any) -> Any:
+    """``targets`` with a group expression replaced by the regex it stands for; anything else unchanged.
+
+    A group expression is one string (or a list holding just that string) of group names registered for the
+    model type, joined by ``+``: ``"stem+attention"``. Lists of module names and regular expressions keep PEFT's
+    meaning. A ``+``-joined string of plain names where some are groups and others are not is refused (a typo
+    would otherwise silently adapt fewer layers).
+
+    Args:
+        model_or_type: the base model (its ``config.model_type`` is used) or a model type string.
+        targets: a ``target_modules`` value (string, list of strings, or None).
+
+    Returns:
+        A full-match regex string for a group expression, else ``targets`` itself.
+    """
+    expression = targets
+    if isinstance(targets, (list, tuple, set)) and len(targets) == 1:
+        expression = next(iter(targets))
+    if not isinstance(expression, str):
+        return targets
+    groups = target_module_groups(model_or_type)
+    names = [part.strip() for part in expression.split("+")]
+    if not groups or not all(_GROUP_NAME.fullmatch(name) for name in names):
+        return targets
+    known = [name for name in names if name in groups]
+    if not known:
+        return targets
+    unknown = [name for name in names if name not in groups]
+    if unknown:
+        raise ValueError(
+            f"target_modules {expression!r}: {unknown} are not layer groups of {_model_type(model_or_type)!r}; its "
+            f"groups are {sorted(groups)} (join them with '+', e.g. 'stem+attention')."
+        )
+    return "|".join(f"(?:{groups[name]})" for name in dict.fromkeys(names))
