@@ -86,6 +86,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="target modules of every adapter row: default (attention q/k/v), all-linear, or a named set of the base",
     )
+    run.add_argument(
+        "--groups",
+        nargs="+",
+        choices=("val", "eval"),
+        default=None,
+        help="groups to evaluate (default: val eval); 'val' alone for an ablation that never sees the evaluation folds",
+    )
+    run.add_argument(
+        "--gated-modes",
+        dest="gated_modes",
+        nargs="+",
+        choices=("gate", "proxy"),
+        default=None,
+        help="evaluation modes of our rows (default: gate proxy)",
+    )
     run.add_argument("--head-init", dest="head_init", choices=("random", "imprint"), default=None)
     run.add_argument(
         "--validation-rows",
@@ -127,6 +142,10 @@ def settings_from_args(args: argparse.Namespace):
         overrides["seeds"] = tuple(args.seeds)
     if getattr(args, "rows", None) is not None:
         overrides["rows"] = tuple(args.rows)
+    if getattr(args, "gated_modes", None) is not None:
+        overrides["gated_modes"] = tuple(args.gated_modes)
+    if getattr(args, "groups", None) is not None:
+        overrides["groups"] = tuple(args.groups)
     if getattr(args, "objectives", None) is not None:
         overrides["objectives"] = tuple(args.objectives)
     if getattr(args, "references", None) is not None:

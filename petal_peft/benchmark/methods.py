@@ -19,7 +19,6 @@ __all__ = [
     "MethodSpec",
     "all_linear_targets",
     "default_methods",
-    "named_target_sets",
     "per_objective",
     "resolve_target_set",
     "select_methods",
@@ -145,33 +144,35 @@ def select_methods(s: BenchmarkSettings) -> list[MethodSpec]:
     if unknown:
         raise ValueError(f"unknown rows {unknown}; known: {[m.name for m in methods if m.reference is None]}.")
     chosen = [m for m in methods if not s.rows or m.name in s.rows or m.reference is not None]
+    chosen = [
+        replace(m, eval_modes=tuple(x for x in m.eval_modes if x in s.gated_modes) or m.eval_modes[:1])
+        if m.finetune_method == "quality_gated"
+        else m
+        for m in chosen
+    ]
     return per_objective(chosen, s.objectives)
 
 
 def resolve_target_set(base: nn.Module, name: str) -> list[str] | None:
     """The target modules a named set stands for on ``base``: ``default`` (None: the per-architecture default),
-    ``all-linear`` (:func:`all_linear_targets`), or a set the base's model family names (``target_sets()`` of
-    its module, e.g. one that includes a conv stem)."""
+    ``all-linear`` (:func:`all_linear_targets`), or a layer-group expression the base's model family registers
+    (``stem+default``, ``stem+all-linear`` on the real-face base: see :func:`petal_peft.tuner.target_module_groups`),
+    kept as the expression, which the adapter resolves."""
+    from ..tuner.targets import resolve_target_modules, target_module_groups
+
     if name == "default":
         return None
-    if name == ALL_LINEAR:
+    groups = target_module_groups(base)
+    if name == ALL_LINEAR and ALL_LINEAR not in groups:
         return all_linear_targets(base)
-    sets = named_target_sets(base)
-    if name in sets:
-        return list(sets[name])
-    known = ["default", ALL_LINEAR, *sorted(sets)]
-    raise ValueError(f"unknown target set {name!r} for {type(base).__name__}; known: {known}.")
-
-
-def named_target_sets(base: nn.Module) -> dict[str, list[str]]:
-    """The named target sets the base's model family offers (``{}`` when none)."""
-    import importlib
-
-    module = importlib.import_module(type(base).__module__)
-    finder = getattr(module, "target_sets", None) or getattr(base, "target_sets", None)
-    if finder is None:
-        return {}
-    return {str(k): list(v) for k, v in dict(finder(base) if callable(finder) else finder).items()}
+    try:
+        resolved = resolve_target_modules(base, [name])
+    except ValueError as err:
+        raise ValueError(f"--targets {name}: {err}") from None
+    if resolved == [name]:  # not a group expression of this base
+        known = list(dict.fromkeys(["default", ALL_LINEAR, *sorted(groups)]))
+        raise ValueError(f"unknown target set {name!r} for {type(base).__name__}; known: {known} (groups join with +).")
+    return [name]
 
 
 def train_config(

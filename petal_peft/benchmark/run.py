@@ -199,6 +199,7 @@ def run_benchmark(s: BenchmarkSettings, methods: list[MethodSpec] | None = None)
             splits: tuple[str, ...] = ("val", "eval")
             if spec.reference is not None or (s.validation_rows == "variants" and not spec.is_variant):
                 splits = ("eval",)  # only the candidates for the best variant need the validation group
+            splits = tuple(g for g in splits if g in s.groups) or tuple(s.groups)
             folder = out / spec.name / f"seed{seed}" if spec.trained else out / spec.name
             row = _spec_record(spec)
             fingerprint = s.fingerprint(row=row, splits=list(splits), base=base_id, seed=seed if spec.trained else None)

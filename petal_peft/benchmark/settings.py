@@ -75,6 +75,10 @@ class BenchmarkSettings:
     # which rows are also evaluated on the validation group: "all", or "variants" (only the candidates for the
     # best variant need it; saves evaluation time)
     validation_rows: str = "all"
+    # the evaluation modes of the quality-gated rows (a subset of gate, proxy: fewer modes, less evaluation time)
+    gated_modes: tuple[str, ...] = ("gate", "proxy")
+    # the groups evaluated: ("val",) for an ablation that must not look at the evaluation folds
+    groups: tuple[str, ...] = ("val", "eval")
     flip_test: bool = True  # embed each image and its mirror (flip-fused embeddings)
     num_threads: int = 2
     eval_batch_size: int = 256
@@ -97,6 +101,12 @@ class BenchmarkSettings:
             raise ValueError(f"head_init must be 'random' or 'imprint', got {self.head_init!r}.")
         if not 0.0 <= self.distill_degrade_fraction <= 1.0:
             raise ValueError(f"distill_degrade_fraction must be in [0, 1], got {self.distill_degrade_fraction}.")
+        self.groups = tuple(self.groups)
+        self.gated_modes = tuple(self.gated_modes)
+        if not self.gated_modes or not set(self.gated_modes) <= {"gate", "proxy"}:
+            raise ValueError(f"gated_modes must be among ('gate', 'proxy'), got {self.gated_modes}.")
+        if not self.groups or not set(self.groups) <= {"val", "eval"}:
+            raise ValueError(f"groups must be among ('val', 'eval'), got {self.groups}.")
         for name in ("seeds", "extra_face_sets", "eval_folds", "validation_folds", "adapt_folds", "base_folds"):
             setattr(self, name, tuple(getattr(self, name)))
         self.references = tuple(self.references)
