@@ -114,6 +114,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="embed each image and its mirror, fused (default: on)",
     )
+    run.add_argument(
+        "--prepared-cache",
+        dest="prepared_cache",
+        default=None,
+        help="folder outside the repository where the prepared (aligned) images are kept for later runs",
+    )
     run.add_argument("--keep-work", action="store_true", help="keep <out>/work (prepared adaptation images)")
     run.add_argument(
         "--resume", action="store_true", help="reuse the rows an interrupted run of the same settings finished"

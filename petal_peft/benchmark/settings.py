@@ -84,11 +84,23 @@ class BenchmarkSettings:
     eval_batch_size: int = 256
     progress: bool = True
     quick: bool = False
+    # a folder (outside any repository) where prepared images are kept between runs: later runs skip the alignment
+    prepared_cache: str | None = None
     keep_work: bool = False  # keep <out>/work (the prepared adaptation images) after the run
     resume: bool = False  # reuse rows whose <out>/<method>/[seed<k>/]metrics.json has these settings' fingerprint
 
     #: fields that do not change a row's numbers (where it is written, how it is shown, how it is resumed)
-    NOT_FINGERPRINTED = ("out", "seeds", "progress", "keep_work", "resume", "quick", "rows", "references")
+    NOT_FINGERPRINTED = (
+        "out",
+        "seeds",
+        "progress",
+        "keep_work",
+        "resume",
+        "quick",
+        "rows",
+        "references",
+        "prepared_cache",
+    )
 
     def __post_init__(self) -> None:
         self.objectives = tuple(self.objectives)
