@@ -35,7 +35,7 @@ import transformers as T
 from peft import get_peft_model
 
 import petal_peft
-from petal_peft.evaluation import pooled_embedding
+from petal_peft.embedding import pooled_embedding
 from petal_peft.export import (
     EmbeddingEncoder,
     SelfGatedEncoder,

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from petal_peft.files import write_file_atomic  # noqa: E402
-from petal_peft.zoo.real_base import RECORD_NAME, RealBaseSettings, build_real_face_base  # noqa: E402
+from petal_peft.recipes.real_base import RECORD_NAME, RealBaseSettings, build_real_face_base  # noqa: E402
 
 
 def plot_curve(record: dict, path: Path) -> None:

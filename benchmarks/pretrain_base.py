@@ -28,7 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from petal_peft.zoo.pretrained_base import (
+from petal_peft.data.real_faces import RealFacesUnavailableError, load_olivetti_faces, split_identities
+from petal_peft.recipes.synthetic_base import (
     PretrainSettings,
     base_cache_dir,
     build_pretrained_base,
@@ -41,7 +42,6 @@ from petal_peft.zoo.pretrained_base import (
     shipped_base_dir,
     synthetic_identity_groups,
 )
-from petal_peft.zoo.real_faces import RealFacesUnavailableError, load_olivetti_faces, split_identities
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from petal_peft.embedding.images import align_face, similarity_transform
 from petal_peft.evaluation import (
     EVALUATORS,
     ImageTransform,
@@ -19,7 +20,6 @@ from petal_peft.evaluation import (
     load_verification_bin,
     plain_embedder,
 )
-from petal_peft.evaluation.images import align_face, similarity_transform
 from petal_peft.evaluation.metrics import IJB_FARS
 
 TRANSFORM = ImageTransform(size=(16, 16), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))

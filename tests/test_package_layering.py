@@ -11,6 +11,8 @@ FACE_PARTS = (
     "petal_peft.evaluation",
     "petal_peft.training",
     "petal_peft.zoo",
+    "petal_peft.recipes",
+    "petal_peft.embedding",
     "petal_peft.models",
     "petal_peft.convert",
     "petal_peft.export",
@@ -62,3 +64,24 @@ def test_import_petal_peft_loads_no_optional_extra():
     script = f"import sys, petal_peft; print(' '.join(m for m in {extras} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
+
+
+def test_training_export_and_inference_do_not_import_evaluation():
+    """They share the embedding machinery through petal_peft.embedding, never through the eval command's package."""
+    statement = (
+        "import pkgutil, importlib\n"
+        "        for pkg in ('petal_peft.training', 'petal_peft.export', 'petal_peft.inference'):\n"
+        "            module = importlib.import_module(pkg)\n"
+        "            for info in pkgutil.iter_modules(module.__path__):\n"
+        "                importlib.import_module(f'{pkg}.{info.name}')"
+    )
+    loaded = loaded_modules_after(statement)
+    assert {"petal_peft.training.trainer", "petal_peft.export.onnx", "petal_peft.inference.encoders"} <= loaded
+    assert not [m for m in loaded if m.startswith("petal_peft.evaluation")]
+
+
+def test_embedding_imports_no_command_package():
+    loaded = loaded_modules_after("import petal_peft.embedding")
+    assert "petal_peft.embedding.extractor" in loaded
+    commands = ("petal_peft.evaluation", "petal_peft.training", "petal_peft.export", "petal_peft.inference")
+    assert not [m for m in loaded if m.startswith(commands)]

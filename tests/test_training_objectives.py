@@ -87,7 +87,7 @@ def test_teacher_targets_are_computed_once_and_then_read_from_the_cache(inputs, 
     from transformers import ViTModel
 
     from petal_peft.data import FaceImageFolder, FaceTransform
-    from petal_peft.evaluation.extractor import pooled_embedding
+    from petal_peft.embedding.extractor import pooled_embedding
 
     targets = load_file(str(cache))["targets"]
     base = ViTModel.from_pretrained(str(inputs[0])).eval()
@@ -169,7 +169,7 @@ def test_imprinted_head_rows_are_the_normalised_class_prototypes(inputs, tmp_pat
 
     from petal_peft import QualityGatedLoraConfig
     from petal_peft.data import FaceImageFolder, FaceTransform
-    from petal_peft.evaluation.extractor import pooled_embedding
+    from petal_peft.embedding.extractor import pooled_embedding
     from petal_peft.training.objective_setup import build_objective
 
     config = _config(inputs, tmp_path / "out", head_init="imprint", teacher_cache=str(tmp_path / "t.safetensors"))

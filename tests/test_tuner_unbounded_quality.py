@@ -75,7 +75,7 @@ def test_score_direction_is_recorded_and_an_estimator_keeps_its_own():
 def test_gate_mode_evaluation_runs_an_opted_in_unclamped_adapter():
     """Evaluation's gate mode passes the adapter's own unbounded quality through (a converted released model run
     as it was trained), and still refuses out-of-range quality for a bounded adapter."""
-    from petal_peft.evaluation.extractor import EmbeddingExtractor, gated_embedder
+    from petal_peft.embedding.extractor import EmbeddingExtractor, gated_embedder
 
     model = gated(
         quality_estimator="resolution",

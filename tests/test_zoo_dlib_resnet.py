@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from petal_peft.zoo.dlib_resnet import face_resnet_from_dlib, load_dlib_face_resnet
-from petal_peft.zoo.dlib_serialization import DlibFormatError, DlibReader, read_dlib_network
+from petal_peft.convert.dlib_resnet import face_resnet_from_dlib, load_dlib_face_resnet
+from petal_peft.convert.dlib_serialization import DlibFormatError, DlibReader, read_dlib_network
 
 FACES = Path(os.environ.get("PETAL_PEFT_FACES", Path(__file__).resolve().parents[2] / "shared" / "faces"))
 
@@ -341,7 +341,7 @@ def test_torch_port_equals_dlib_on_real_face_chips():
     from PIL import Image
 
     from petal_peft.align.model_files import dlib_model_file
-    from petal_peft.zoo.dlib_resnet import dlib_face_model_path
+    from petal_peft.convert.dlib_resnet import dlib_face_model_path
 
     files = sorted((FACES / "lfw").glob("*/*.jpg"))[:400:100]
     detector = dlib.get_frontal_face_detector()

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from petal_peft.zoo import pretrained_base as pb
-from petal_peft.zoo.synthetic_identities import SyntheticIdentities
+from petal_peft.data.synthetic_identities import SyntheticIdentities
+from petal_peft.recipes import synthetic_base as pb
 
 TINY = pb.PretrainSettings(
     hidden_size=32,

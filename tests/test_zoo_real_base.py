@@ -14,8 +14,8 @@ import torch
 from transformers import AutoImageProcessor, AutoModel
 
 from petal_peft.align.geometry import landmark_template
-from petal_peft.zoo.dlib_resnet import DlibFaceResNet
-from petal_peft.zoo.real_base import (
+from petal_peft.models.dlib_resnet import DlibFaceResNet
+from petal_peft.recipes.real_base import (
     FaceCanvases,
     RealBaseSettings,
     ViewSampler,

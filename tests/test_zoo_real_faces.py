@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from petal_peft.zoo.real_faces import (
+from petal_peft.data.real_faces import (
     FaceSample,
     RealFacesUnavailableError,
     group_by_identity,

@@ -113,8 +113,11 @@ def measure_costs(
         optimizer = torch.optim.AdamW(trainable, lr=1e-6)
         quality = torch.rand(s.batch_size, generator=g) if spec.finetune_method == "quality_gated" else None
 
-        def step(model=model, optimizer=optimizer, quality=quality, trainable=trainable, loss_fn=loss_fn) -> None:
-            loss_fn(model, batch, quality).backward()
+        source = "degradation" if quality is not None else "none"
+        row_batch = dict(batch, quality_level=quality) if quality is not None else batch
+
+        def step(model=model, optimizer=optimizer, b=row_batch, src=source, trainable=trainable, loss_fn=loss_fn):
+            loss_fn(model, b, src).backward()
             torch.nn.utils.clip_grad_norm_(trainable, 5.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

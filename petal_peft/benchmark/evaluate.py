@@ -32,18 +32,11 @@ def normalise(images: torch.Tensor, ps: dict[str, Any]) -> torch.Tensor:
 def model_embedder(
     model: torch.nn.Module, mode: str, ps: dict[str, Any], batch_size: int = 256, flip: bool = True
 ) -> ImageEmbedder:
-    """A model evaluated ``plain``, with the adapter's ``gate`` per image, or as merged ``proxy`` encoders."""
-    from ..evaluation import gated_embedder, plain_embedder, proxy_embedder_from_adapter
+    """A model evaluated ``plain``, with the adapter's ``gate`` per image, or as merged ``proxy`` encoders (or any
+    other mode of :func:`petal_peft.embedding.builder.build_embedder`)."""
+    from ..embedding.builder import build_embedder
 
-    kwargs = {"batch_size": batch_size, "progress": False, "flip": flip}
-    if mode == "plain":
-        embedder = plain_embedder(model, **kwargs)
-    elif mode == "gate":
-        embedder = gated_embedder(model, **kwargs)
-    elif mode == "proxy":
-        embedder = proxy_embedder_from_adapter(model, **kwargs)
-    else:
-        raise ValueError(f"unknown evaluation mode {mode!r}; expected 'plain', 'gate' or 'proxy'.")
+    embedder = build_embedder(mode, model, batch_size=batch_size, progress=False, flip=flip)
 
     def embed(images: torch.Tensor, role: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = embedder.embed(normalise(images, ps), role=role)

@@ -53,7 +53,7 @@ def _standin_shape(spec: str) -> tuple[int, int, int, int]:
 def prepare_base(base: str, work: Path, progress: bool = True) -> tuple[str | None, dict[str, Any]]:
     """(base_model for the training config, processor settings). None means the shipped pretrained base."""
     if base == "pretrained":
-        from ..zoo.pretrained_base import PretrainSettings, get_pretrained_base
+        from ..recipes.synthetic_base import PretrainSettings, get_pretrained_base
 
         get_pretrained_base(progress=progress)  # load (or build once and cache) before timing anything
         return None, PretrainSettings().processor_settings()
@@ -68,18 +68,17 @@ def prepare_base(base: str, work: Path, progress: bool = True) -> tuple[str | No
         raise FileNotFoundError(
             f"--base {base!r} is not a folder; use a model folder, 'pretrained', 'random' or 'standin-vit'."
         )
-    from ..training import FaceAdapterTrainingConfig
-    from ..training.modeling import resolve_image_settings
+    from ..embedding.loading import read_image_settings
 
-    info = resolve_image_settings(FaceAdapterTrainingConfig(base_model=base, train_data="unused"))
+    info = read_image_settings(base)
     return base, {"image_size": info.image_size, "image_mean": info.image_mean, "image_std": info.image_std}
 
 
 def load_base(base_model: str | None) -> torch.nn.Module:
-    from ..training import FaceAdapterTrainingConfig
-    from ..training.modeling import load_base_model
+    """The base model of a run (None: the shipped small face ViT), in eval mode."""
+    from ..embedding.loading import load_base_model
 
-    return load_base_model(FaceAdapterTrainingConfig(base_model=base_model, progress_bar=False)).eval()
+    return load_base_model(base_model, progress=False)
 
 
 def load_trained(finetune_method: str, base_model: str | None, folder: str | os.PathLike) -> torch.nn.Module:

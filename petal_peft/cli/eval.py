@@ -65,14 +65,14 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 def run_eval(args: argparse.Namespace) -> int:
     import torch
-    from transformers import AutoModel
 
+    from petal_peft.embedding.loading import load_base_model
+    from petal_peft.embedding.runtime import resolve_device
     from petal_peft.evaluation import build_embedders, build_transform, evaluate
-    from petal_peft.evaluation.run import resolve_device
 
     device = resolve_device(args.device)
     dtype = getattr(torch, args.dtype)
-    base = AutoModel.from_pretrained(args.model, dtype=dtype)
+    base = load_base_model(args.model, dtype=dtype)
     base.to(device).eval()
     embedders, settings = build_embedders(
         base,

@@ -4,9 +4,8 @@ Protocols follow CVLface / insightface (see docs/evaluation.md) so numbers compa
 Importing this package registers the built-in evaluators in :data:`EVALUATORS`.
 """
 
-from . import ijb, tinyface, verification  # noqa: F401  (register the evaluators)
-from .base import EVALUATORS, EvaluationResult, Evaluator
-from .extractor import (
+from .. import _moved
+from ..embedding.extractor import (
     Embedder,
     EmbeddingExtractor,
     Embeddings,
@@ -21,8 +20,10 @@ from .extractor import (
     proxy_embedder,
     proxy_embedder_from_adapter,
 )
+from ..embedding.images import ImageTransform
+from . import ijb, tinyface, verification  # noqa: F401  (register the evaluators)
+from .base import EVALUATORS, EvaluationResult, Evaluator
 from .ijb import IJBEvaluator
-from .images import ImageTransform
 from .metrics import (
     DISTRACTOR_LABEL,
     IJB_FARS,
@@ -38,6 +39,8 @@ from .run import build_embedders, build_transform, evaluate
 from .safe_pickle import UnsafePickleError, load_verification_bin
 from .tinyface import TinyFaceEvaluator
 from .verification import VerificationEvaluator
+
+_moved.install()  # petal_peft.evaluation.extractor / .images moved to petal_peft.embedding
 
 __all__ = [
     "DISTRACTOR_LABEL",

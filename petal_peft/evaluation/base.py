@@ -18,8 +18,8 @@ import numpy as np
 from petal_peft.extras import install_hint
 from petal_peft.registry import Registry
 
-from .extractor import Embedder
-from .images import ImageTransform
+from ..embedding.extractor import Embedder
+from ..embedding.images import ImageTransform
 
 _NO_MATPLOTLIB = f"matplotlib is not installed; no plots written ({install_hint('plots')})."
 

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..embedding.extractor import Embedder
+from ..embedding.images import AlignedImageDataset, ImagePathDataset, ImageTransform
 from .base import EVALUATORS, EvaluationResult, Evaluator, quality_of
-from .extractor import Embedder
-from .images import AlignedImageDataset, ImagePathDataset, ImageTransform
 from .metrics import (
     IJB_FARS,
     far_label,

@@ -8,32 +8,31 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
-from .base import EVALUATORS, Evaluator
-from .extractor import (
+from ..embedding.builder import MODE_ALIASES, MODES, build_embedder, canonical_mode, gate_settings
+from ..embedding.extractor import (
     Embedder,
-    adapter_gate_settings,
     build_quality_fn,
-    gated_embedder,
     load_proxy_encoders,
-    merge_proxy_encoders,
-    plain_embedder,
-    proxy_embedder,
 )
-from .images import ImageTransform
+from ..embedding.images import ImageTransform
+from ..embedding.loading import load_adapter
+from ..embedding.runtime import (  # noqa: F401  (re-exported: they lived here)
+    build_transform,
+    model_image_size,
+    processor_normalisation,
+    resolve_device,
+)
+from .base import EVALUATORS, Evaluator
 from .report import write_json_atomic
 
 logger = logging.getLogger(__name__)
-
-MODES = ("plain", "gate", "proxy")
 
 
 def _version() -> str:
@@ -118,51 +117,6 @@ def evaluate(
     return report
 
 
-# ----------------------------------------------------------------------------------------------------
-# Models and image settings from paths (CLI)
-# ----------------------------------------------------------------------------------------------------
-
-
-def model_image_size(model: nn.Module) -> tuple[int, int] | None:
-    size = getattr(getattr(model, "config", None), "image_size", None)
-    if size is None:
-        return None
-    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
-def processor_normalisation(model_path: str) -> tuple[list[float] | None, list[float] | None]:
-    """image_mean / image_std from a local ``preprocessor_config.json`` next to the weights, if any."""
-    path = os.path.join(model_path, "preprocessor_config.json")
-    if not os.path.isfile(path):
-        return None, None
-    with open(path, encoding="utf-8") as f:
-        cfg = json.load(f)
-    return cfg.get("image_mean"), cfg.get("image_std")
-
-
-def build_transform(
-    model: nn.Module,
-    model_path: str | None = None,
-    *,
-    image_size: int | None = None,
-    image_mean: Sequence[float] | None = None,
-    image_std: Sequence[float] | None = None,
-    adapter_settings: Mapping[str, Any] | None = None,
-) -> ImageTransform:
-    """Resize to the model's image size; normalise with (in order of precedence) the explicit values, the
-    adapter's image_mean/std, the model folder's preprocessor_config.json, else 0.5 / 0.5."""
-    size = (image_size, image_size) if image_size else model_image_size(model)
-    if size is None:
-        raise ValueError("the model config has no image_size; pass image_size (CLI: --image-size).")
-    proc_mean, proc_std = (
-        processor_normalisation(model_path) if model_path and os.path.isdir(model_path) else (None, None)
-    )
-    settings = adapter_settings or {}
-    mean = image_mean or settings.get("image_mean") or proc_mean or [0.5]
-    std = image_std or settings.get("image_std") or proc_std or [0.5]
-    return ImageTransform(size=size, mean=tuple(mean), std=tuple(std))  # type: ignore[arg-type]
-
-
 def build_embedders(
     base_model: nn.Module,
     *,
@@ -178,33 +132,30 @@ def build_embedders(
     settings (None without an adapter).
 
     ``plain`` is the base model without adapter, ``gate`` the live adapter with per-image quality, ``proxy``
-    the encoders merged at q = 1 / q = 0 (loaded from ``proxy_encoders_path`` or merged from the adapter).
+    the encoders merged at q = 1 / q = 0 (loaded from ``proxy_encoders_path`` or merged from the adapter), and
+    ``gallery`` / ``probe`` one of those two for every image (see :mod:`petal_peft.embedding.builder`).
     """
     settings = None
     peft_model = None
     plain_model = base_model
     proxies = None
     if modes is not None:
-        bad = [m for m in modes if m not in MODES]
+        bad = [m for m in modes if m not in MODES and MODE_ALIASES.get(m) not in MODES]
         if bad:
             raise ValueError(f"unknown embedding modes {bad}; choose from {MODES}.")
-    if proxy_encoders_path is not None and (modes is None or "proxy" in modes):
+        modes = [canonical_mode(m) for m in modes]
+    if proxy_encoders_path is not None and (modes is None or {"proxy", "gallery", "probe"} & set(modes)):
         # checked against the base model before an adapter wraps it: encoders of another model are refused
         proxies = load_proxy_encoders(proxy_encoders_path, base_model=base_model)
     if adapter_path is not None:
-        import petal_peft  # noqa: F401  (registers the quality-gated tuner with PEFT)
-        from petal_peft.tuner import check_proxy_encoders, load_quality_gated_adapter
+        from petal_peft.tuner import check_proxy_encoders
 
         if modes is None or "plain" in modes:
             plain_model = copy.deepcopy(base_model)
-        peft_model = load_quality_gated_adapter(base_model, adapter_path)
-        peft_model.eval()
+        peft_model = load_adapter(base_model, adapter_path)
         if proxies is not None:
             check_proxy_encoders(proxy_encoders_path, *proxies, peft_model=peft_model)
-        settings = adapter_gate_settings(peft_model)
-        if quality_estimator:
-            settings["quality_estimator"] = quality_estimator
-            settings["quality_estimator_kwargs"] = dict(quality_estimator_kwargs or {})
+        settings = gate_settings(peft_model, quality_estimator, quality_estimator_kwargs)
     if modes is None:
         modes = ["plain"]
         if peft_model is not None:
@@ -219,25 +170,13 @@ def build_embedders(
             modes.append("proxy")
     embedders: dict[str, Embedder] = {}
     for mode in modes:
-        if mode == "plain":
-            embedders["plain"] = plain_embedder(plain_model, **extractor_kwargs)
-        elif mode == "gate":
-            if peft_model is None:
-                raise ValueError("the gate mode needs an adapter (CLI: --adapter).")
-            override = build_quality_fn(settings or {}) if quality_estimator else None
-            embedders["gate"] = gated_embedder(peft_model, override, **extractor_kwargs)
-        elif mode == "proxy":
-            if proxies is not None:
-                gallery, probe = proxies
-            elif peft_model is not None:
-                gallery, probe = merge_proxy_encoders(peft_model)
-            else:
-                raise ValueError("the proxy mode needs an adapter (--adapter) or exported encoders (--proxy-encoders).")
-            embedders["proxy"] = proxy_embedder(gallery, probe, pair_role=pair_role, **extractor_kwargs)
+        override = build_quality_fn(settings or {}) if mode == "gate" and quality_estimator else None
+        embedders[mode] = build_embedder(
+            mode,
+            plain_model if mode == "plain" else peft_model,
+            proxies=proxies,
+            quality_fn=override,
+            pair_role=pair_role,
+            **extractor_kwargs,
+        )
     return embedders, settings
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)

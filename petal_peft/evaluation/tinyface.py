@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..embedding.extractor import Embedder
+from ..embedding.images import ImagePathDataset, ImageTransform, list_images
 from .base import EVALUATORS, EvaluationResult, Evaluator, quality_of
-from .extractor import Embedder
-from .images import ImagePathDataset, ImageTransform, list_images
 from .metrics import DISTRACTOR_LABEL, closed_set_identification
 
 logger = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ import re
 
 import numpy as np
 
+from ..embedding.extractor import Embedder
+from ..embedding.images import EncodedImageDataset, ImagePathDataset, ImageTransform
 from .base import EVALUATORS, EvaluationResult, Evaluator, quality_of
-from .extractor import Embedder
-from .images import EncodedImageDataset, ImagePathDataset, ImageTransform
 from .metrics import kfold_verification_accuracy, roc_auc, roc_curve, squared_l2
 from .safe_pickle import load_verification_bin
 

@@ -6,8 +6,9 @@ exports, ``gated_estimator.onnx``, plus ``export_card.json``. Importing this pac
 onnxscript or onnxruntime (the ``onnx`` extra); they are imported when an export or a session needs them.
 """
 
+from .. import _moved
+from ..embedding.loading import AdapterMismatchError, load_adapter, load_base_model
 from .card import CARD_NAME, build_card, load_export_card, render_card_markdown
-from .loading import AdapterMismatchError, load_adapter, load_base_model
 from .onnx import (
     DEFAULT_OPSET,
     GALLERY_ENCODER,
@@ -33,6 +34,8 @@ from .parity import (
     smooth_images,
 )
 from .requirements import MissingExtraError
+
+_moved.install()  # petal_peft.export.loading moved to petal_peft.embedding.loading
 
 __all__ = [
     "CARD_NAME",

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .loading import describe_model
+from petal_peft.embedding.loading import describe_model
 
 CARD_NAME = "export_card.json"
 CARD_FORMAT = "petal-peft-onnx-export"

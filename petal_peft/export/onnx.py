@@ -29,10 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from petal_peft.embedding.loading import describe_model, is_quality_gated, load_adapter, load_base_model
 from petal_peft.files import atomic_directory, write_json_atomic
 
 from .card import CARD_NAME, EXPORTER, build_card, io_spec, render_card_markdown
-from .loading import describe_model, is_quality_gated, load_adapter, load_base_model
 from .parity import DEFAULT_TOLERANCE, compare_with_torch, parity_batches
 from .requirements import require_onnx_exporter
 
@@ -62,7 +62,7 @@ class ExportParityError(ValueError):
 
 
 def _default_embed_fn() -> Callable[[Any], torch.Tensor]:
-    from petal_peft.evaluation.extractor import pooled_embedding
+    from petal_peft.embedding.extractor import pooled_embedding
 
     return pooled_embedding
 
@@ -326,13 +326,10 @@ def export_onnx(
             )
         peft_model = model.eval()
         base_source = _source_name(peft_model.get_base_model())
-    from petal_peft.evaluation.extractor import adapter_gate_settings
-    from petal_peft.evaluation.run import build_transform
+    from petal_peft.embedding.builder import gate_settings
+    from petal_peft.embedding.runtime import build_transform
 
-    settings = adapter_gate_settings(peft_model)
-    if quality_estimator:
-        settings["quality_estimator"] = quality_estimator
-        settings["quality_estimator_kwargs"] = dict(quality_estimator_kwargs or {})
+    settings = gate_settings(peft_model, quality_estimator, quality_estimator_kwargs)
     base_model = peft_model.get_base_model()
     model_path = base_source if os.path.isdir(base_source) else None
     transform = build_transform(

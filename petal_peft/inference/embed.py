@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from petal_peft.evaluation.images import ImagePathDataset, list_images
+from petal_peft.embedding.images import ImagePathDataset, list_images
 
 from .align import AlignedTransform, load_aligner
 from .encoders import FaceEncoder

@@ -1,7 +1,8 @@
 """Which network embeds the images: the live adapter with per-image quality, a proxy encoder, or the base.
 
-Flip fusion, normalisation and batching are the evaluation's :class:`~petal_peft.evaluation.EmbeddingExtractor`;
-this module only chooses the model and records the quality of every image (and of its mirror): the raw score of
+Flip fusion, normalisation and batching are :class:`~petal_peft.embedding.EmbeddingExtractor`'s, and the network
+comes from :func:`~petal_peft.embedding.builder.build_embedder` (the modes evaluation uses); this module only
+adds the inputs of the command line and records the quality of every image (and of its mirror): the raw score of
 the estimator and, where the adapter's calibrated gate is known, the gate value q in [0, 1].
 """
 
@@ -15,11 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from petal_peft.evaluation.extractor import EmbeddingExtractor, adapter_gate_settings, load_proxy_encoders
-from petal_peft.evaluation.images import ImageTransform
-from petal_peft.evaluation.run import build_transform, resolve_device
-from petal_peft.export.loading import load_adapter, load_base_model
+from petal_peft.embedding.builder import MODE_ALIASES, build_embedder, gate_settings, with_quality_estimator
+from petal_peft.embedding.extractor import EmbeddingExtractor, load_proxy_encoders
+from petal_peft.embedding.images import ImageTransform
+from petal_peft.embedding.loading import load_adapter, load_base_model
+from petal_peft.embedding.runtime import build_transform, resolve_device
 
+#: the modes of :mod:`petal_peft.embedding.builder` that embed every image alike (``proxy`` picks by role):
 #: ``gate``: live adapter, quality estimated per image; ``gallery`` / ``probe``: the adapter merged at q = 1 / 0;
 #: ``plain``: the base model without adapter
 ENCODERS = ("gate", "gallery", "probe", "plain")
@@ -128,6 +131,7 @@ def build_face_encoder(
         if proxy_encoders is not None:
             raise ValueError("with --proxy-encoders, say which one embeds these images: --encoder gallery or probe.")
         encoder = "gate" if adapter is not None else "plain"
+    encoder = MODE_ALIASES.get(encoder, encoder)
     if encoder not in ENCODERS:
         raise ValueError(f"unknown encoder {encoder!r}; choose from {ENCODERS}.")
     if encoder != "plain" and adapter is None and proxy_encoders is None:
@@ -146,47 +150,30 @@ def build_face_encoder(
         model_path = os.path.abspath(model_path)
 
     settings: dict[str, Any] | None = None
-    calibrated = False
+    peft_model: nn.Module | None = None
     if adapter is not None:
         peft_model = load_adapter(base, adapter)
-        settings = adapter_gate_settings(peft_model)
-        calibrated = True
-    if quality_estimator:
-        settings = dict(settings or {})
-        settings["quality_estimator"] = quality_estimator
-        settings["quality_estimator_kwargs"] = dict(quality_estimator_kwargs or {})
-    recorder = _quality_recorder(settings, calibrated)
+        settings = gate_settings(peft_model)
+    settings = with_quality_estimator(settings, quality_estimator, quality_estimator_kwargs)
+    recorder = _quality_recorder(settings, calibrated=adapter is not None)
 
-    if encoder == "gate":
-        if recorder is None:
-            raise ValueError(
-                "the adapter has no quality estimator, so the gate has nothing to go on: pass --quality-estimator "
-                "NAME (e.g. resolution), or embed with a proxy encoder (--encoder gallery | probe)."
-            )
-        network: nn.Module = peft_model
-        quality_fn = recorder
-    elif adapter is not None:
-        from petal_peft.tuner.proxy import merged_encoder
-
-        network = merged_encoder(peft_model, 1.0 if encoder == "gallery" else 0.0)
-        quality_fn = None
-    elif proxy_encoders is not None:
-        gallery, probe = load_proxy_encoders(proxy_encoders, dtype=torch_dtype)
-        network = gallery if encoder == "gallery" else probe
-        quality_fn = None
-    else:
-        network = base
-        quality_fn = None
-    extractor = EmbeddingExtractor(
-        network.eval(),
-        quality_fn=quality_fn,
-        pass_quality=True,
+    if encoder == "gate" and recorder is None:
+        raise ValueError(
+            "the adapter has no quality estimator, so the gate has nothing to go on: pass --quality-estimator "
+            "NAME (e.g. resolution), or embed with a proxy encoder (--encoder gallery | probe)."
+        )
+    proxies = load_proxy_encoders(proxy_encoders, dtype=torch_dtype) if proxy_encoders is not None else None
+    embedder = build_embedder(
+        encoder,
+        base if encoder == "plain" else peft_model,
+        proxies=proxies,
+        quality_fn=recorder if encoder == "gate" else None,
         flip=flip,
         batch_size=batch_size,
         device=dev,
         progress=False,
-        name=encoder,
     )
+    extractor = embedder.extractor("gallery")
     transform = build_transform(
         base, model_path, image_size=image_size, image_mean=image_mean, image_std=image_std, adapter_settings=settings
     )

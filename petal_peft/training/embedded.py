@@ -4,7 +4,7 @@ The adapt identities become an identity-per-subfolder training folder; the eval 
 folder whose probes are made low-resolution (seeded LowResolutionDegradation) while the gallery stays sharp,
 which is the situation the quality gate is for. Built once into the petal-peft cache and reused.
 
-The real faces are the Olivetti/AT&T set (see petal_peft.zoo.real_faces). Where it is not on the machine,
+The real faces are the Olivetti/AT&T set (see petal_peft.data.real_faces). Where it is not on the machine,
 the run falls back to procedural synthetic identities and says so: the adapt identities come from the *adapt*
 group and the eval identities from the *eval* group of ``synthetic_identity_groups()``, both disjoint from the
 identities the base was pretrained on and from each other. Those are not faces, and results on them must not
@@ -44,7 +44,7 @@ class EmbeddedData:
 def _samples(image_size: int):
     """(samples, description, real?, split or None) from the real-face set, else from unseen synthetic
     identities (already split: adapt group and eval group of ``synthetic_identity_groups()``)."""
-    from ..zoo.real_faces import FaceSample, IdentitySplit, RealFacesUnavailableError, load_real_faces
+    from ..data.real_faces import FaceSample, IdentitySplit, RealFacesUnavailableError, load_real_faces
 
     try:
         return load_real_faces("olivetti"), "Olivetti/AT&T faces (real, 40 people)", True, None
@@ -52,7 +52,7 @@ def _samples(image_size: int):
         logger.warning("%s", err)
     import torch
 
-    from ..zoo.pretrained_base import synthetic_identity_groups
+    from ..recipes.synthetic_base import synthetic_identity_groups
 
     groups = synthetic_identity_groups()
     population = groups.population(image_size)
@@ -73,7 +73,7 @@ def _samples(image_size: int):
 def prepare_embedded_data(cache_root: str | os.PathLike, image_size: int, seed: int = 0) -> EmbeddedData:
     """Write (once) ``<cache_root>/embedded-data-v1-s<seed>/{adapt,eval}`` and return their paths."""
     from ..data import LowResolutionDegradation
-    from ..zoo.real_faces import split_identities, write_eval_folders, write_train_folder
+    from ..data.real_faces import split_identities, write_eval_folders, write_train_folder
 
     root = Path(cache_root) / f"embedded-data-v{EMBEDDED_DATA_VERSION}-s{seed}-{image_size}px"
     info_file = root / "SOURCE.txt"

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["EvaluationHook", "TinyFaceEvaluationHook", "preserved_rng"]
+__all__ = ["EvaluationHook", "PlainTinyFaceEvaluationHook", "TinyFaceEvaluationHook", "preserved_rng"]
 
 #: ``hook(peft_model) -> {metric name: value}``
 EvaluationHook = Callable[[nn.Module], dict[str, Any]]
@@ -51,7 +51,8 @@ class TinyFaceEvaluationHook:
         metrics: tuple[str, ...] | None = None,
         progress: bool = False,
     ) -> None:
-        from ..evaluation import ImageTransform, TinyFaceEvaluator
+        from ..embedding.images import ImageTransform
+        from ..evaluation import TinyFaceEvaluator
 
         if mode not in ("auto", "gate", "proxy"):
             raise ValueError(f"mode must be 'auto', 'gate' or 'proxy', got {mode!r}.")
@@ -65,7 +66,7 @@ class TinyFaceEvaluationHook:
         self.dataset_name = "TinyFace-style"
 
     def embedder(self, peft_model: nn.Module) -> Any:
-        from ..evaluation.extractor import adapter_gate_settings, gated_embedder, proxy_embedder_from_adapter
+        from ..embedding.extractor import adapter_gate_settings, gated_embedder, proxy_embedder_from_adapter
 
         mode = self.mode
         if mode == "auto":
@@ -81,3 +82,12 @@ class TinyFaceEvaluationHook:
         out = {name: float(metrics[name]) for name in self.metrics if name in metrics}
         out["mode"] = embedder.mode
         return out
+
+
+class PlainTinyFaceEvaluationHook(TinyFaceEvaluationHook):
+    """The TinyFace hook for the ungated baselines: one encoder for probes and gallery alike."""
+
+    def embedder(self, peft_model: nn.Module) -> Any:
+        from ..embedding.extractor import plain_embedder
+
+        return plain_embedder(peft_model, **self.extractor_kwargs)

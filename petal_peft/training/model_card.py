@@ -11,7 +11,7 @@ from huggingface_hub import HfApi, ModelCard, ModelCardData
 
 from ..tuner.model_card import NOTICE
 
-__all__ = ["push_adapter_folder", "render_model_card"]
+__all__ = ["adapter_model_card", "baseline_model_card", "push_adapter_folder", "render_model_card"]
 
 _HEADLINE = ("rank-1", "rank-5", "rank-10", "rank-20", "mAP")
 
@@ -137,3 +137,89 @@ def push_adapter_folder(
     api.create_repo(repo_id=repo_id, private=private, exist_ok=True, repo_type="model")
     info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model", commit_message=commit_message)
     return str(getattr(info, "commit_url", info))
+
+
+def adapter_model_card(
+    config: Any,
+    peft_model: Any,
+    *,
+    base_name: str,
+    base_is_hub_id: bool,
+    quality_source: str,
+    epochs: float,
+    optimizer_steps: int,
+    num_processes: int,
+    metrics_before: Mapping[str, Any],
+    metrics_after: Mapping[str, Any],
+    eval_dataset_name: str | None,
+    train_dataset_name: str,
+) -> str:
+    """The README.md of a trained quality-gated adapter: its settings, the run's settings and its metrics.
+
+    Args:
+        config: the run's ``FaceAdapterTrainingConfig``.
+        peft_model: the trained PeftModel (its active adapter's config is described).
+        base_name: the base model's name or path.
+        base_is_hub_id: whether ``base_name`` is a Hub id (the card links it).
+        quality_source: where training took the quality from.
+        epochs: epochs trained.
+        optimizer_steps: optimizer steps taken.
+        num_processes: processes of the run (for the global batch).
+        metrics_before: evaluation before training.
+        metrics_after: evaluation after training.
+        eval_dataset_name: the evaluation set's name, if evaluated.
+        train_dataset_name: a description of the training data.
+
+    Returns:
+        The card's markdown.
+    """
+    adapter_config = peft_model.peft_config[peft_model.active_adapter]
+    return render_model_card(
+        model_name=config.hub_model_id or f"{Path(config.output_dir).name}-adapter",
+        base_model=base_name,
+        base_model_is_hub_id=base_is_hub_id,
+        gate_settings=adapter_config.gate_settings(),
+        adapter_settings={
+            "r": adapter_config.r,
+            "lora_alpha": adapter_config.lora_alpha,
+            "lora_dropout": adapter_config.lora_dropout,
+            "target_modules": sorted(adapter_config.target_modules or []),
+            "quality_source (training)": quality_source,
+        },
+        training_settings={
+            "objective": config.objective,
+            "head": config.head if config.objective != "distill" else "none",
+            "epochs": epochs,
+            "optimizer steps": optimizer_steps,
+            "global batch": config.per_device_train_batch_size * num_processes * config.gradient_accumulation_steps,
+            "learning_rate": config.learning_rate,
+            "weight_decay": config.weight_decay,
+            "degrade_fraction": config.degrade_fraction,
+            "mixed_precision": config.mixed_precision,
+            "seed": config.seed,
+        },
+        metrics_before=metrics_before,
+        metrics_after=metrics_after,
+        eval_dataset_name=eval_dataset_name,
+        train_dataset_name=train_dataset_name,
+    )
+
+
+def baseline_model_card(config: Any, base_name: str, steps: int, trainable: int, total: int) -> str:
+    """A short README for the ungated baselines (plain LoRA, full fine-tuning): what they are and how to load."""
+    if config.finetune_method == "lora":
+        what = (
+            f"PEFT's plain LoRA (rank {2 * config.lora_r}, no quality gate) trained as a baseline for the "
+            "quality-gated adapter: same target modules and trainable-parameter count."
+        )
+        load = "from peft import PeftModel\nmodel = PeftModel.from_pretrained(base_model, folder)"
+    else:
+        what = "The whole backbone fine-tuned (every weight trained): the full fine-tuning baseline."
+        load = "from transformers import AutoModel\nmodel = AutoModel.from_pretrained(folder)"
+    return (
+        f"# {Path(config.output_dir).name} ({config.finetune_method} baseline)\n\n{what}\n\n"
+        f"- base model: `{base_name}`\n- optimizer steps: {steps}\n"
+        f"- trainable backbone parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.3f}%)\n"
+        f"- margin head (`head.safetensors`) saved alongside; it is not needed for embeddings.\n\n"
+        f"```python\n{load}\n```\n"
+    )

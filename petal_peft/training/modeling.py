@@ -7,14 +7,14 @@ single DDP wrapper synchronises all trainable tensors in one pass.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..evaluation.extractor import pooled_embedding
+from ..embedding.extractor import pooled_embedding
+from ..embedding.loading import BaseModelInfo, read_image_settings
+from ..embedding.loading import load_base_model as _load_base_model
 from .config import FaceAdapterTrainingConfig
 
 __all__ = [
@@ -29,77 +29,15 @@ __all__ = [
     "resolve_image_settings",
 ]
 
-_DEFAULT_MEAN = [0.5, 0.5, 0.5]
-_DEFAULT_STD = [0.5, 0.5, 0.5]
-
-
-@dataclass
-class BaseModelInfo:
-    """What the rest of training needs to know about the base model's input."""
-
-    name: str
-    image_size: int
-    image_mean: list[float]
-    image_std: list[float]
-    is_hub_id: bool
-
-
-def _side(size: Any) -> int | None:
-    if size is not None and not isinstance(size, (int, float, list, tuple)):
-        # dict, or transformers 5's SizeDict (attributes, not keys)
-        getter = size.get if isinstance(size, dict) else lambda k: getattr(size, k, None)
-        size = getter("height") or getter("shortest_edge") or getter("width")
-    if isinstance(size, (list, tuple)):
-        size = size[0]
-    return int(size) if size else None
-
 
 def resolve_image_settings(config: FaceAdapterTrainingConfig) -> BaseModelInfo:
-    """Input size and normalisation of the base model, read without loading its weights.
-
-    From the image processor saved with the model when there is one, else from its config (mean = std = 0.5).
-    """
-    if config.base_model is None:
-        from ..zoo.pretrained_base import PretrainSettings
-
-        ps = PretrainSettings().processor_settings()
-        return BaseModelInfo(
-            "petal-peft small face ViT (embedded default)",
-            int(config.image_size or ps["image_size"]),
-            list(ps["image_mean"]),
-            list(ps["image_std"]),
-            False,
-        )
-    from transformers import AutoConfig, AutoImageProcessor
-
-    name = config.base_model
-    model_config = AutoConfig.from_pretrained(name)
-    vision = getattr(model_config, "vision_config", None) or model_config
-    mean, std, size = _DEFAULT_MEAN, _DEFAULT_STD, None
-    try:
-        processor = AutoImageProcessor.from_pretrained(name)
-    except (OSError, ValueError):
-        processor = None
-    if processor is not None:
-        mean = list(getattr(processor, "image_mean", None) or mean)
-        std = list(getattr(processor, "image_std", None) or std)
-        size = _side(getattr(processor, "crop_size", None)) or _side(getattr(processor, "size", None))
-    size = config.image_size or _side(getattr(vision, "image_size", None)) or size
-    if not size:
-        raise ValueError(f"cannot tell the input size of {name}: pass --image_size.")
-    return BaseModelInfo(name, int(size), [float(v) for v in mean], [float(v) for v in std], not os.path.exists(name))
+    """Input size and normalisation of the run's base model (see :func:`petal_peft.embedding.read_image_settings`)."""
+    return read_image_settings(config.base_model, config.image_size)
 
 
 def load_base_model(config: FaceAdapterTrainingConfig) -> nn.Module:
-    """The pretrained backbone: the embedded small face ViT, or ``AutoModel.from_pretrained(base_model)``."""
-    if config.base_model is None:
-        from ..zoo.pretrained_base import get_pretrained_base
-
-        model, _ = get_pretrained_base(progress=config.progress_bar)
-        return model
-    from transformers import AutoModel
-
-    return AutoModel.from_pretrained(config.base_model)
+    """The run's pretrained backbone: the embedded small face ViT, or ``AutoModel.from_pretrained(base_model)``."""
+    return _load_base_model(config.base_model, progress=config.progress_bar)
 
 
 @torch.no_grad()

@@ -75,7 +75,10 @@ class ObjectiveLoss:
             self.targets = self.targets.to(device)
         return self
 
-    def __call__(self, model: torch.nn.Module, batch: dict[str, Any], quality: torch.Tensor | None) -> torch.Tensor:
+    def __call__(self, model: torch.nn.Module, batch: dict[str, Any], quality_source: str) -> torch.Tensor:
+        """The scalar loss of ``batch``; ``quality_source`` ``"degradation"`` gives the adapter each image's
+        known quality level, otherwise its estimator scores the pixels (see the training loop)."""
+        quality = batch.get("quality_level") if quality_source == "degradation" else None
         margin = needs_labels(self.objective)
         embeddings, logits = model(
             pixel_values=batch["pixel_values"],

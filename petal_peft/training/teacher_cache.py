@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..data import FaceDataset, FaceSubset, FaceTransform
 from ..data.transforms import STREAM_FLIP, sample_generator
-from ..evaluation.extractor import pooled_embedding
+from ..embedding.extractor import pooled_embedding
 from ..files import write_file_atomic
 
 __all__ = [

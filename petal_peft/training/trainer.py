@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,15 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..files import atomic_directory
 from .checkpointing import CheckpointManager, LoadedCheckpoint, TrainingProgress, TrainingState
 from .config import FaceAdapterTrainingConfig
 from .data import build_train_dataloader, build_train_dataset
-from .evaluation_hook import EvaluationHook, TinyFaceEvaluationHook, preserved_rng
-from .model_card import push_adapter_folder, render_model_card
+from .evaluation_hook import EvaluationHook, PlainTinyFaceEvaluationHook, TinyFaceEvaluationHook, preserved_rng
+from .loop import Schedule, TrainingLoop, build_schedule, numeric_metrics, run_training_loop
+from .model_card import adapter_model_card, baseline_model_card, push_adapter_folder
 from .modeling import (
+    BaseModelInfo,
     FaceEmbeddingClassifier,
     backbone_parameter_counts,
     build_backbone,
@@ -143,7 +143,7 @@ def _sources(config: FaceAdapterTrainingConfig, image_size: int) -> tuple[str, s
             "--train_data is required with --base_model (the embedded face set exists only for the embedded "
             "default base); run with neither for the embedded default."
         )
-    from ..zoo.pretrained_base import base_cache_dir
+    from ..recipes.synthetic_base import base_cache_dir
     from .embedded import prepare_embedded_data
 
     data = prepare_embedded_data(base_cache_dir(), image_size=image_size, seed=0)
@@ -153,6 +153,10 @@ def _sources(config: FaceAdapterTrainingConfig, image_size: int) -> tuple[str, s
 
 def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | None = None) -> TrainResult:
     """Train the adapter and head described by ``config``; see docs/training.md.
+
+    The run's steps: :func:`_prepare_data`, :func:`_build_model`, :func:`~petal_peft.training.loop.build_schedule`,
+    resume, :func:`~petal_peft.training.loop.run_training_loop` (whose objective is
+    :func:`~petal_peft.training.loop.training_loss`), the final evaluation and :func:`_save_run`.
 
     ``evaluation_hook`` replaces the default TinyFace evaluation on ``config.eval_data``. Problems with the
     output folder, the checkpoint to resume and the data raise before the model is even loaded. The main
@@ -213,20 +217,133 @@ def _resume_target(
     return loaded
 
 
+@dataclass
+class _RunData:
+    """Step 1 of a run: the checked inputs, the training data and the evaluation hook."""
+
+    record: dict[str, Any]
+    checkpoints: CheckpointManager
+    loaded: LoadedCheckpoint | None
+    info: BaseModelInfo
+    train_dataset: Any
+    train_loader: Any
+    sampler: Any
+    train_description: str
+    evaluation_hook: EvaluationHook | None
+
+
+@dataclass
+class _RunModel:
+    """Step 2: the model (backbone with adapter + head) and its optimizer, prepared by Accelerate."""
+
+    model: torch.nn.Module
+    optimizer: Any
+    train_loader: Any
+    raw_model: torch.nn.Module
+    raw_optimizer: torch.optim.Optimizer
+    trainable: list[torch.nn.Parameter]
+    trainable_parameters: int
+    total_parameters: int
+    loss_fn: Any  # the objective's loss of one batch (petal_peft.training.objectives.ObjectiveLoss)
+
+
 def _train(
     config: FaceAdapterTrainingConfig, accelerator: Any, evaluation_hook: EvaluationHook | None, start: float
 ) -> TrainResult:
     from accelerate.utils import set_seed
-    from transformers import get_linear_schedule_with_warmup
-
-    from ..tuner.fingerprint import tensor_fingerprint
 
     output_dir = Path(config.output_dir)
     main = accelerator.is_main_process
     set_seed(config.seed)
     quality_source = config.resolved_quality_source()
+    data = _prepare_data(config, accelerator, evaluation_hook)
+    parts = _build_model(config, accelerator, data)
+    schedule = build_schedule(config, len(parts.train_loader), parts.raw_optimizer)
 
-    # ---- 1. inputs, validated before anything heavy: output folder, checkpoint, data -------------------------
+    # ---- 4. checkpoints and resume --------------------------------------------------------------------------
+    progress = TrainingProgress()
+    state = TrainingState(
+        parts.raw_model, parts.raw_optimizer, schedule.scheduler, progress, getattr(accelerator, "scaler", None)
+    )
+    resumed_from = None
+    if data.loaded is not None:
+        data.checkpoints.load(data.loaded, state)
+        resumed_from = str(data.loaded.path)
+        if progress.batches_in_epoch >= schedule.batches_per_epoch:
+            progress.epoch, progress.batches_in_epoch = progress.epoch + 1, 0
+        if main:
+            print(f"Resumed from {data.loaded.path} at step {progress.global_step} of {schedule.total_steps}.")
+
+    def evaluate() -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
+        if data.evaluation_hook is not None and main:
+            with preserved_rng():
+                metrics = dict(data.evaluation_hook(accelerator.unwrap_model(parts.model).backbone))
+        accelerator.wait_for_everyone()
+        return metrics
+
+    if config.report_to != "none":
+        accelerator.init_trackers("petal-peft", config=_tracker_config(config))
+    if progress.global_step == 0 and not progress.metrics_before and config.eval_before_training:
+        progress.metrics_before = evaluate()
+        if progress.metrics_before:
+            accelerator.log(numeric_metrics("eval", progress.metrics_before), step=0)
+
+    # ---- 5. the loop ----------------------------------------------------------------------------------------
+    run_training_loop(
+        TrainingLoop(
+            config=config,
+            accelerator=accelerator,
+            model=parts.model,
+            optimizer=parts.optimizer,
+            train_loader=parts.train_loader,
+            sampler=data.sampler,
+            train_dataset=data.train_dataset,
+            trainable=parts.trainable,
+            schedule=schedule,
+            progress=progress,
+            checkpoints=data.checkpoints,
+            state=state,
+            evaluate=evaluate,
+            quality_source=quality_source,
+            loss_fn=parts.loss_fn,
+        )
+    )
+
+    # ---- 6. final evaluation and atomic save -----------------------------------------------------------------
+    metrics_after = evaluate()
+    if metrics_after:
+        accelerator.log(numeric_metrics("eval", metrics_after), step=progress.global_step)
+    adapter_dir = output_dir / ADAPTER_DIRNAME
+    hub_url = None
+    if main:
+        hub_url = _save_run(config, accelerator, data, parts, schedule, progress, metrics_after, quality_source)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(
+        output_dir=str(output_dir),
+        adapter_dir=str(adapter_dir) if main else None,
+        global_step=progress.global_step,
+        total_steps=schedule.total_steps,
+        final_loss=progress.last_loss,
+        metrics_before=progress.metrics_before,
+        metrics_after=metrics_after,
+        resumed_from=resumed_from,
+        hub_url=hub_url,
+        runtime_s=time.perf_counter() - start,
+        train_description=data.train_description,
+        finetune_method=config.finetune_method,
+        trainable_parameters=parts.trainable_parameters,
+        total_parameters=parts.total_parameters,
+    )
+
+
+def _prepare_data(
+    config: FaceAdapterTrainingConfig, accelerator: Any, evaluation_hook: EvaluationHook | None
+) -> _RunData:
+    """Step 1: inputs validated before anything heavy (output folder, checkpoint, data), then the data loader."""
+    output_dir = Path(config.output_dir)
+    main = accelerator.is_main_process
     record: dict[str, Any] = {"training_config": config.to_dict(), "num_processes": accelerator.num_processes}
     checkpoints = CheckpointManager(output_dir / "checkpoints", accelerator, config.checkpoints_total_limit, record)
     loaded = _resume_target(config, checkpoints, accelerator)
@@ -252,7 +369,9 @@ def _train(
     train_dataset = objective_dataset(config, train_dataset)
     train_loader, sampler = build_train_dataloader(config, train_dataset, accelerator.num_processes)
     if evaluation_hook is None and eval_source is not None:
-        hook_class = TinyFaceEvaluationHook if config.finetune_method == "quality_gated" else _PlainTinyFaceHook
+        hook_class = (
+            TinyFaceEvaluationHook if config.finetune_method == "quality_gated" else PlainTinyFaceEvaluationHook
+        )
         evaluation_hook = hook_class(
             eval_source,
             info.image_size,
@@ -261,29 +380,36 @@ def _train(
             batch_size=config.eval_batch_size,
             progress=False,
         )
+    return _RunData(
+        record, checkpoints, loaded, info, train_dataset, train_loader, sampler, train_description, evaluation_hook
+    )
 
-    # ---- 2. model: frozen base + adapter, new head -----------------------------------------------------------
+
+def _build_model(config: FaceAdapterTrainingConfig, accelerator: Any, data: _RunData) -> _RunModel:
+    """Step 2: the frozen base with its adapter, a new margin head, the optimizer; prepared by Accelerate."""
+    from ..tuner.fingerprint import tensor_fingerprint
+
     base = load_base_model(config)
-    record["base_model"] = tensor_fingerprint(base.state_dict().items())
-    if loaded is not None:
-        compare_run_records(loaded.run_record, record, loaded.path)
-    dim = embedding_size(base, info.image_size)
+    data.record["base_model"] = tensor_fingerprint(base.state_dict().items())
+    if data.loaded is not None:
+        compare_run_records(data.loaded.run_record, data.record, data.loaded.path)
+    dim = embedding_size(base, data.info.image_size)
     if config.gradient_checkpointing:
         if not getattr(base, "supports_gradient_checkpointing", False):
             raise ValueError(f"{type(base).__name__} does not support gradient checkpointing.")
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    peft_model = build_backbone(base, config, info)
+    peft_model = build_backbone(base, config, data.info)
     trainable_parameters, total_parameters = backbone_parameter_counts(peft_model)
-    head, objective_loss, _ = build_objective(
+    head, loss_fn, _ = build_objective(  # the head (if the objective has one), the teacher targets, the loss
         config,
         peft_model.to(accelerator.device),
-        train_dataset,
+        data.train_dataset,
         dim,
-        record["base_model"],
-        record["train_data"],
+        data.record["base_model"],
+        data.record["train_data"],
         device=accelerator.device,
-        write_cache=main,
-        progress=main and config.progress_bar,
+        write_cache=accelerator.is_main_process,
+        progress=accelerator.is_main_process and config.progress_bar,
     )
     model = FaceEmbeddingClassifier(peft_model, head)
     model.train()
@@ -294,225 +420,65 @@ def _train(
         betas=(config.adam_beta1, config.adam_beta2),
         weight_decay=config.weight_decay,
     )
-    raw_optimizer = optimizer
-    raw_model = model
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-
-    # ---- 3. schedule ---------------------------------------------------------------------------------------------
-    batches_per_epoch = len(train_loader)
-    steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
-    if config.max_steps > 0:
-        total_steps = config.max_steps
-    else:
-        total_steps = max(1, math.ceil(config.num_train_epochs * steps_per_epoch))
-    num_epochs = math.ceil(total_steps / steps_per_epoch)
-    warmup = config.warmup_steps or round(config.warmup_epochs * steps_per_epoch)
-    warmup = min(warmup, total_steps)
-    # Not prepared by Accelerate (which would step it once per process); stepped once per optimizer step.
-    scheduler = get_linear_schedule_with_warmup(raw_optimizer, warmup, total_steps)
-
-    # ---- 4. checkpoints and resume --------------------------------------------------------------------------
-    progress = TrainingProgress()
-    state = TrainingState(raw_model, raw_optimizer, scheduler, progress, getattr(accelerator, "scaler", None))
-    resumed_from = None
-    if loaded is not None:
-        checkpoints.load(loaded, state)
-        resumed_from = str(loaded.path)
-        if progress.batches_in_epoch >= batches_per_epoch:
-            progress.epoch, progress.batches_in_epoch = progress.epoch + 1, 0
-        if main:
-            print(f"Resumed from {loaded.path} at step {progress.global_step} of {total_steps}.")
-
-    def unwrapped_backbone() -> torch.nn.Module:
-        return accelerator.unwrap_model(model).backbone
-
-    def evaluate() -> dict[str, Any]:
-        metrics: dict[str, Any] = {}
-        if evaluation_hook is not None and main:
-            with preserved_rng():
-                metrics = dict(evaluation_hook(unwrapped_backbone()))
-        accelerator.wait_for_everyone()
-        return metrics
-
-    if config.report_to != "none":
-        accelerator.init_trackers("petal-peft", config=_tracker_config(config))
-    if progress.global_step == 0 and not progress.metrics_before and config.eval_before_training:
-        progress.metrics_before = evaluate()
-        if progress.metrics_before:
-            accelerator.log(_numeric("eval", progress.metrics_before), step=0)
-
-    # ---- 5. the loop ----------------------------------------------------------------------------------------
-    bar = tqdm(
-        total=total_steps,
-        initial=progress.global_step,
-        desc="training",
-        disable=not (main and config.progress_bar),
-        dynamic_ncols=True,
-    )
-    loss_window = torch.zeros((), device=accelerator.device)
-    loss_window += progress.loss_sum
-    done = progress.global_step >= total_steps
-    while not done and progress.epoch < num_epochs:
-        # Accelerate's loader re-applies its own epoch counter to the sampler on every iteration: set it too.
-        if hasattr(train_loader, "set_epoch"):
-            train_loader.set_epoch(progress.epoch)
-        sampler.set_epoch(progress.epoch)
-        train_dataset.set_epoch(progress.epoch)
-        loader = train_loader
-        if progress.batches_in_epoch:
-            loader = accelerator.skip_first_batches(train_loader, progress.batches_in_epoch)
-        for batch in loader:
-            quality = batch.get("quality_level") if quality_source == "degradation" else None
-            with accelerator.accumulate(model):
-                loss = objective_loss(model, batch, quality)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            progress.batches_in_epoch += 1
-            loss_window += loss.detach().float()
-            progress.loss_count += 1
-            if not accelerator.sync_gradients:
-                continue
-            if not accelerator.optimizer_step_was_skipped:
-                scheduler.step()
-            progress.global_step += 1
-            progress.accelerator_step = accelerator.step
-            bar.update(1)
-            step = progress.global_step
-            if step % config.logging_steps == 0 or step == total_steps:
-                mean_loss = accelerator.gather(loss_window.reshape(1)).mean().item() / max(progress.loss_count, 1)
-                progress.last_loss = mean_loss
-                lr = scheduler.get_last_lr()[0]
-                accelerator.log({"train/loss": mean_loss, "train/lr": lr, "train/epoch": progress.epoch}, step=step)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
-                loss_window.zero_()
-                progress.loss_count = 0
-            if config.eval_steps and step % config.eval_steps == 0 and step != total_steps:
-                metrics = evaluate()
-                if metrics:
-                    accelerator.log(_numeric("eval", metrics), step=step)
-            if config.checkpointing_steps and step % config.checkpointing_steps == 0:
-                progress.loss_sum = float(loss_window.item())
-                checkpoints.save(step, state, {"epoch": progress.epoch})
-            if step >= total_steps:
-                done = True
-                break
-        if not done or progress.batches_in_epoch >= batches_per_epoch:
-            progress.epoch += 1
-            progress.batches_in_epoch = 0
-    bar.close()
-
-    # ---- 6. final evaluation and atomic save -----------------------------------------------------------------
-    metrics_after = evaluate()
-    if metrics_after:
-        accelerator.log(_numeric("eval", metrics_after), step=progress.global_step)
-    adapter_dir = output_dir / ADAPTER_DIRNAME
-    hub_url = None
-    if main:
-        unwrapped = accelerator.unwrap_model(model)
-        metrics = {
-            "before": progress.metrics_before,
-            "after": metrics_after,
-            "train": {"global_step": progress.global_step, "final_loss": progress.last_loss},
-        }
-        if config.finetune_method == "quality_gated":
-            adapter_config = unwrapped.backbone.peft_config[unwrapped.backbone.active_adapter]
-            card = render_model_card(
-                model_name=config.hub_model_id or f"{Path(config.output_dir).name}-adapter",
-                base_model=info.name,
-                base_model_is_hub_id=info.is_hub_id,
-                gate_settings=adapter_config.gate_settings(),
-                adapter_settings={
-                    "r": adapter_config.r,
-                    "lora_alpha": adapter_config.lora_alpha,
-                    "lora_dropout": adapter_config.lora_dropout,
-                    "target_modules": sorted(adapter_config.target_modules or []),
-                    "quality_source (training)": quality_source,
-                },
-                training_settings={
-                    "objective": config.objective,
-                    "head": config.head if unwrapped.head is not None else "none",
-                    "epochs": round(progress.global_step / steps_per_epoch, 2),
-                    "optimizer steps": progress.global_step,
-                    "global batch": config.per_device_train_batch_size
-                    * accelerator.num_processes
-                    * config.gradient_accumulation_steps,
-                    "learning_rate": config.learning_rate,
-                    "weight_decay": config.weight_decay,
-                    "degrade_fraction": config.degrade_fraction,
-                    "mixed_precision": config.mixed_precision,
-                    "seed": config.seed,
-                },
-                metrics_before=progress.metrics_before,
-                metrics_after=metrics_after,
-                eval_dataset_name=getattr(evaluation_hook, "dataset_name", None) if metrics_after else None,
-                train_dataset_name=train_description,
-            )
-        else:
-            card = _baseline_card(config, info.name, progress.global_step, trainable_parameters, total_parameters)
-        with atomic_directory(adapter_dir) as tmp:
-            unwrapped.backbone.save_pretrained(str(tmp))
-            if unwrapped.head is not None:  # the distill objective trains no head
-                unwrapped.head.save_pretrained(tmp)
-            (tmp / "training_config.json").write_text(config.to_json())
-            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-            (tmp / "README.md").write_text(card, encoding="utf-8")
-        if config.push_to_hub:
-            hub_url = push_adapter_folder(adapter_dir, config.hub_model_id, private=config.hub_private_repo)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return TrainResult(
-        output_dir=str(output_dir),
-        adapter_dir=str(adapter_dir) if main else None,
-        global_step=progress.global_step,
-        total_steps=total_steps,
-        final_loss=progress.last_loss,
-        metrics_before=progress.metrics_before,
-        metrics_after=metrics_after,
-        resumed_from=resumed_from,
-        hub_url=hub_url,
-        runtime_s=time.perf_counter() - start,
-        train_description=train_description,
-        finetune_method=config.finetune_method,
-        trainable_parameters=trainable_parameters,
-        total_parameters=total_parameters,
+    prepared_model, prepared_optimizer, train_loader = accelerator.prepare(model, optimizer, data.train_loader)
+    return _RunModel(
+        prepared_model,
+        prepared_optimizer,
+        train_loader,
+        model,
+        optimizer,
+        trainable,
+        trainable_parameters,
+        total_parameters,
+        loss_fn,
     )
 
 
-def _baseline_card(config: FaceAdapterTrainingConfig, base_name: str, steps: int, trainable: int, total: int) -> str:
-    """A short README for the ungated baselines (plain LoRA, full fine-tuning): what they are and how to load."""
-    if config.finetune_method == "lora":
-        what = (
-            f"PEFT's plain LoRA (rank {2 * config.lora_r}, no quality gate) trained as a baseline for the "
-            "quality-gated adapter: same target modules and trainable-parameter count."
-        )
-        load = "from peft import PeftModel\nmodel = PeftModel.from_pretrained(base_model, folder)"
-    else:
-        what = "The whole backbone fine-tuned (every weight trained): the full fine-tuning baseline."
-        load = "from transformers import AutoModel\nmodel = AutoModel.from_pretrained(folder)"
-    return (
-        f"# {Path(config.output_dir).name} ({config.finetune_method} baseline)\n\n{what}\n\n"
-        f"- base model: `{base_name}`\n- optimizer steps: {steps}\n"
-        f"- trainable backbone parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.3f}%)\n"
-        f"- margin head (`head.safetensors`) saved alongside; it is not needed for embeddings.\n\n"
-        f"```python\n{load}\n```\n"
-    )
-
-
-class _PlainTinyFaceHook(TinyFaceEvaluationHook):
-    """The TinyFace hook for the ungated baselines: one encoder for probes and gallery alike."""
-
-    def embedder(self, peft_model: torch.nn.Module) -> Any:
-        from ..evaluation.extractor import plain_embedder
-
-        return plain_embedder(peft_model, **self.extractor_kwargs)
-
-
-def _numeric(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
-    return {
-        f"{prefix}/{k}": float(v)
-        for k, v in metrics.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+def _save_run(
+    config: FaceAdapterTrainingConfig,
+    accelerator: Any,
+    data: _RunData,
+    parts: _RunModel,
+    schedule: Schedule,
+    progress: TrainingProgress,
+    metrics_after: dict[str, Any],
+    quality_source: str,
+) -> str | None:
+    """Step 6 (main process): the adapter folder, written atomically; pushed to the Hub when asked. Returns the
+    Hub URL, if pushed."""
+    unwrapped = accelerator.unwrap_model(parts.model)
+    metrics = {
+        "before": progress.metrics_before,
+        "after": metrics_after,
+        "train": {"global_step": progress.global_step, "final_loss": progress.last_loss},
     }
+    if config.finetune_method == "quality_gated":
+        card = adapter_model_card(
+            config,
+            unwrapped.backbone,
+            base_name=data.info.name,
+            base_is_hub_id=data.info.is_hub_id,
+            quality_source=quality_source,
+            epochs=round(progress.global_step / schedule.steps_per_epoch, 2),
+            optimizer_steps=progress.global_step,
+            num_processes=accelerator.num_processes,
+            metrics_before=progress.metrics_before,
+            metrics_after=metrics_after,
+            eval_dataset_name=getattr(data.evaluation_hook, "dataset_name", None) if metrics_after else None,
+            train_dataset_name=data.train_description,
+        )
+    else:
+        card = baseline_model_card(
+            config, data.info.name, progress.global_step, parts.trainable_parameters, parts.total_parameters
+        )
+    adapter_dir = Path(config.output_dir) / ADAPTER_DIRNAME
+    with atomic_directory(adapter_dir) as tmp:
+        unwrapped.backbone.save_pretrained(str(tmp))
+        if unwrapped.head is not None:  # the distill objective trains no head
+            unwrapped.head.save_pretrained(tmp)
+        (tmp / "training_config.json").write_text(config.to_json())
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+    if config.push_to_hub:
+        return push_adapter_folder(adapter_dir, config.hub_model_id, private=config.hub_private_repo)
+    return None

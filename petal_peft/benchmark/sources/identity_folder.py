@@ -16,7 +16,7 @@ __all__ = ["identity_folder_source"]
 
 @DATA_SOURCES.register("identity_folder")
 def identity_folder_source(s: BenchmarkSettings, image_size: int) -> BenchmarkData:
-    from ...zoo.real_faces import group_by_identity, load_folder_faces, load_real_faces, split_identities
+    from ...data.real_faces import group_by_identity, load_folder_faces, load_real_faces, split_identities
 
     if not s.faces:
         raise ValueError("the identity_folder source needs `faces`: a root/<identity>/<image> folder or 'olivetti'.")

@@ -42,7 +42,7 @@ def _to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def _render(s: BenchmarkSettings, image_size: int) -> tuple[dict[str, list[Image.Image]], dict[str, list[str]]]:
-    from ...zoo.pretrained_base import synthetic_identity_groups
+    from ...recipes.synthetic_base import synthetic_identity_groups
 
     groups = synthetic_identity_groups()
     need_adapt = s.adapt_identities + s.val_identities

@@ -1,10 +1,11 @@
-"""The small pretrained face-recognition ViT used by benchmarks and as the embedded default.
+"""The small pretrained face-recognition ViT used by benchmarks and as the embedded default: its recipe and loader.
 
 No pretrained face weights can be downloaded here, so the base is trained locally and deterministically: a
 transformers ``ViTModel`` (with its pooler, so ``pooler.dense`` is a final projection an adapter can target)
 trained with a CosFace margin head on sharp images of the *pretrain* group of procedural synthetic identities
-(``synthetic_identities.py``). They are NOT faces: no real identity-labelled face set large enough ships in a
-reachable package registry (docs/real_faces.md). Real faces, where a user has them, are for evaluation only.
+(:mod:`petal_peft.data.synthetic_identities`). They are NOT faces: no real identity-labelled face set large
+enough ships in a reachable package registry (docs/real_faces.md). Real faces, where a user has them, are for
+evaluation only.
 
 The weights of the default settings ship inside the package (``petal_peft/zoo/weights/<SHIPPED_BASE_NAME>/``,
 fp16 safetensors, loaded as fp32), so the first call loads instantly. Other settings, or ``rebuild=True``, train
@@ -20,9 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +32,10 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import ViTConfig, ViTModel
 
+from petal_peft.data.synthetic_identities import SyntheticIdentities
 from petal_peft.files import atomic_directory
 from petal_peft.heads import CombinedMarginHead
-from petal_peft.zoo.synthetic_identities import SyntheticIdentities
+from petal_peft.recipes.common import cosine_lr, deterministic
 
 __all__ = [
     "BASE_FORMAT_VERSION",
@@ -182,7 +182,7 @@ def base_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 
 def shipped_base_dir() -> Path:
     """Folder of the base that ships with the package (built from ``PretrainSettings()``)."""
-    return Path(__file__).resolve().parent / "weights" / SHIPPED_BASE_NAME
+    return Path(__file__).resolve().parents[1] / "zoo" / "weights" / SHIPPED_BASE_NAME
 
 
 def normalize_pixels(images: torch.Tensor) -> torch.Tensor:
@@ -197,20 +197,6 @@ def embed(model: ViTModel, pixel_values: torch.Tensor) -> torch.Tensor:
     out = model(pixel_values=pixel_values)
     pooled = getattr(out, "pooler_output", None)
     return pooled if pooled is not None else out.last_hidden_state[:, 0]
-
-
-@contextmanager
-def _deterministic(num_threads: int):
-    prev_threads = torch.get_num_threads()
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(num_threads)
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
-        torch.set_num_threads(prev_threads)
 
 
 def random_init_base(settings: PretrainSettings | None = None, seed: int | None = None) -> ViTModel:
@@ -230,14 +216,6 @@ def _augment(x: torch.Tensor, s: PretrainSettings, g: torch.Generator) -> torch.
         offs = torch.randint(0, 2 * p + 1, (b, 2), generator=g)
         x = torch.stack([padded[i, :, oy : oy + h, ox : ox + w] for i, (oy, ox) in enumerate(offs.tolist())])
     return x
-
-
-def _lr_at(step: int, s: PretrainSettings) -> float:
-    """Linear warmup, then cosine decay to zero."""
-    if step < s.warmup_steps:
-        return s.lr * (step + 1) / s.warmup_steps
-    t = (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps)
-    return s.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
 def _margin_at(step: int, s: PretrainSettings) -> float:
@@ -269,7 +247,7 @@ def build_pretrained_base(
     ``loss_log``, if given, receives the training loss of every step (for the benchmark's loss curve).
     """
     s = settings or PretrainSettings()
-    with _deterministic(s.num_threads):
+    with deterministic(s.num_threads):
         data = _render_training_set(s, progress)
         torch.manual_seed(s.seed)
         model = ViTModel(s.vit_config(), add_pooling_layer=True)
@@ -291,7 +269,7 @@ def build_pretrained_base(
             x = data[ids, img_ids].float() / 255.0
             x = normalize_pixels(_augment(x, s, g))
             for group in opt.param_groups:
-                group["lr"] = _lr_at(step, s)
+                group["lr"] = cosine_lr(step, s.lr, s.warmup_steps, s.steps)
             head.m3 = _margin_at(step, s)
             loss = F.cross_entropy(head(embed(model, x), ids), ids)
             if not torch.isfinite(loss):

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from .metrics import fuse_flip, l2_normalize
+from .vectors import fuse_flip, l2_normalize
 
 EmbedFn = Callable[[Any], torch.Tensor]
 QualityFn = Callable[[torch.Tensor], torch.Tensor]
