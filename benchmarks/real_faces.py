@@ -185,7 +185,7 @@ def budget(settings, methods, plan, minutes: float) -> dict:
     from PIL import Image
 
     from petal_peft.benchmark import build_preparation
-    from petal_peft.benchmark.budget import estimate_runtime, measure_costs, steps_for_budget
+    from petal_peft.benchmark.budget import compare_objective_steps, estimate_runtime, measure_costs, steps_for_budget
     from petal_peft.benchmark.data import degrade_images, stack_images
     from petal_peft.benchmark.models import prepare_base
 
@@ -202,21 +202,17 @@ def budget(settings, methods, plan, minutes: float) -> dict:
         costs = measure_costs(
             settings, methods, base_model, ps, len(plan.adapt), stack_images(images, size), num_images=n_adapt
         )
+        ratios = None
+        if len(settings.objectives) > 1 and "margin" in settings.objectives:  # interleaved steps, same batch
+            ratios = compare_objective_steps(settings, base_model, ps, len(plan.adapt), n_adapt)
     costs.data_image_s = data_image_s
     summary = plan.summary()
     counts = {name: summary[name]["probes"] + summary[name]["sharp_images"] for name in ("val", "eval")}
     counts["data"] = summary["adapt"]["images"] + counts["val"] + counts["eval"]
     fits = steps_for_budget(settings, methods, costs, counts, 60.0 * minutes)
-    ratios = {
-        f"{m.name} / {m.name.rsplit('-', 1)[0]}": round(
-            costs.step_s[m.name] / costs.step_s[m.name.rsplit("-", 1)[0]], 3
-        )
-        for m in methods
-        if m.trained and m.name.endswith("-distill") and m.name.rsplit("-", 1)[0] in costs.step_s
-    }
     return {
         "costs": costs.to_dict(),
-        "distill_step_vs_margin_step": ratios,
+        "objective_steps": ratios,
         "images": counts,
         f"estimate_at_{settings.steps}_steps_s": estimate_runtime(settings, methods, costs, counts),
         f"steps_that_fit_{minutes:g}_min": fits,
