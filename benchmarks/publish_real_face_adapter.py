@@ -1,10 +1,11 @@
 """Publish one trained row of a real-face benchmark run as ``benchmarks/real_face_adapter/``.
 
-    python benchmarks/publish_real_face_adapter.py --run ../runs/real-faces-distill --row ours-distill --seed 0
+    python benchmarks/publish_real_face_adapter.py --run RUN --row ours-distill --seed 0 \
+        --base-metrics RUN/pretrained/metrics.json --lora-metrics RUN/lora-distill/seed0/metrics.json
 
 Copies the adapter (weights + ``adapter_config.json``, which carries the quality estimator and the calibrated
-gate, so the adapter embeds without ``quality=``) and writes a model card with the run's measured figures (mean
-± std over seeds, and the published seed's own) and the data's terms. The folder must stay under 2 MB.
+gate, so the adapter embeds without ``quality=``) and writes a model card with the run's measured figures (the
+published seed's, beside the untouched base and plain LoRA) and the data's terms. The folder must stay under 2 MB.
 """
 
 from __future__ import annotations
@@ -20,41 +21,33 @@ MAX_BYTES = 2 * 1024 * 1024
 BASE = "benchmarks/real_face_base"
 
 
-def _fmt(pair) -> str:
-    return f"{pair[0]:.2f} ± {pair[1]:.2f}" if isinstance(pair, list | tuple) else f"{pair:.2f}"
+def _eval(metrics: dict, mode: str) -> dict:
+    return metrics["modes"][mode]["eval"]
 
 
-def model_card(results: dict, row: str, seed: int, config: dict, seed_metrics: dict) -> str:
-    rows = results["rows"]
-    settings = results["settings"]
-    mode = "gate"
-    mine = rows[f"{row}/{mode}"]
-    base = rows["pretrained/plain"]
-    lora_key = next((k for k in rows if k.startswith("lora" + row[len("ours") :] + "/")), None)
+def _row(label: str, ev: dict, base: dict | None) -> str:
+    if base is None:
+        return f"| {label} | {ev['rank-1']:.2f} | {ev['mAP']:.2f} | — | {ev['hr_verification']:.2f} | — |"
+    return (
+        f"| {label} | {ev['rank-1']:.2f} | {ev['mAP']:.2f} | {ev['rank-1'] - base['rank-1']:+.2f} | "
+        f"{ev['hr_verification']:.2f} | {ev['hr_verification'] - base['hr_verification']:+.2f} |"
+    )
+
+
+def model_card(settings: dict, seed: int, config: dict, mine: dict, base: dict, lora: dict | None) -> str:
+    """The README of the published adapter: what it is, how to load it, how it was trained, its measured figures
+    (``mine``, ``base``, ``lora``: the rows' ``metrics.json``) and the data's terms."""
+    b = _eval(base, "plain")
     lines = [
         "| model (real faces, LFW View-2 folds 0-2) | LR rank-1 | LR mAP | Δ LR rank-1 | HR verification | Δ HR |",
         "|---|---|---|---|---|---|",
-        f"| base (untouched) | {_fmt(base['eval/rank-1'])} | {_fmt(base['eval/mAP'])} | — | "
-        f"{_fmt(base['eval/hr_verification'])} | — |",
+        _row("base (untouched)", b, None),
     ]
-    if lora_key:
-        r = rows[lora_key]
+    if lora is not None:
         lines.append(
-            f"| plain LoRA, same objective and targets | {_fmt(r['eval/rank-1'])} | {_fmt(r['eval/mAP'])} | "
-            f"{_fmt(r['eval/delta_rank-1'])} | {_fmt(r['eval/hr_verification'])} | "
-            f"{_fmt(r['eval/delta_hr_verification'])} |"
+            _row(f"plain LoRA, same objective, targets and budget (seed {lora['seed']})", _eval(lora, "plain"), b)
         )
-    lines.append(
-        f"| **this adapter's recipe** (mean of {mine['seeds']} seeds) | {_fmt(mine['eval/rank-1'])} | "
-        f"{_fmt(mine['eval/mAP'])} | {_fmt(mine['eval/delta_rank-1'])} | {_fmt(mine['eval/hr_verification'])} | "
-        f"{_fmt(mine['eval/delta_hr_verification'])} |"
-    )
-    ev = seed_metrics["modes"][mode]["eval"]
-    lines.append(
-        f"| **this adapter** (seed {seed}) | {ev['rank-1']:.2f} | {ev['mAP']:.2f} | "
-        f"{ev['rank-1'] - base['eval/rank-1'][0]:+.2f} | {ev['hr_verification']:.2f} | "
-        f"{ev['hr_verification'] - base['eval/hr_verification'][0]:+.2f} |"
-    )
+    lines.append(_row(f"**this adapter** (seed {seed}, gate per image)", _eval(mine, "gate"), b))
     targets = config.get("target_modules")
     what = "see petal-peft docs/training.md"
     if config.get("objective") == "distill":
@@ -117,28 +110,35 @@ not for identifying people without their consent. No image is distributed with i
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="the benchmark run folder (holds results.json)")
+    p.add_argument("--run", required=True, help="the benchmark run folder holding the row's <row>/seed<k>/")
     p.add_argument("--row", default="ours-distill")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--base-metrics", required=True, help="metrics.json of the untouched base (pretrained row)")
+    p.add_argument("--lora-metrics", default=None, help="metrics.json of plain LoRA under the same recipe")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "real_face_adapter"))
     args = p.parse_args(argv)
-    run = Path(args.run)
+    src = Path(args.run) / args.row / f"seed{args.seed}"
+
+    def read(path: Path | str) -> dict:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+
     try:
-        results = json.loads((run / "results.json").read_text(encoding="utf-8"))
-        src = run / args.row / f"seed{args.seed}"
-        config = json.loads((src / "training_config.json").read_text(encoding="utf-8"))
-        adapter_config = json.loads((src / "adapter_config.json").read_text(encoding="utf-8"))
-        seed_metrics = json.loads((src / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+        settings = read(Path(args.run) / "results.json")["settings"]
+        config = read(src / "training_config.json")
+        adapter_config = read(src / "adapter_config.json")
+        mine, base = read(src / "metrics.json"), read(args.base_metrics)
+        lora = read(args.lora_metrics) if args.lora_metrics else None
+    except (OSError, ValueError, KeyError) as err:
         print(f"publish_real_face_adapter.py: error: {err}", file=sys.stderr)
         return 2
     from petal_peft.files import atomic_directory
 
     adapter_config["base_model_name_or_path"] = BASE
+    card = model_card(settings, args.seed, config, mine, base, lora)
     with atomic_directory(args.out) as tmp:
         shutil.copy2(src / "adapter_model.safetensors", tmp / "adapter_model.safetensors")
         (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
-        (tmp / "README.md").write_text(model_card(results, args.row, args.seed, config, seed_metrics), encoding="utf-8")
+        (tmp / "README.md").write_text(card, encoding="utf-8")
         size = sum(f.stat().st_size for f in tmp.iterdir())
         if size > MAX_BYTES:
             raise SystemExit(f"publish_real_face_adapter.py: error: {size} bytes, over the 2 MB limit")
