@@ -67,7 +67,7 @@ def model_card(
             )
         )
     lines.append(_row(f"**this adapter** (seed {seed}, gate per image)", _eval(mine, "gate", split), b))
-    targets = config.get("target_modules")
+    targets = config.get("target_modules") or "the default: attention q/k/v and the final projection"
     what = "see petal-peft docs/training.md"
     if config.get("objective") == "distill":
         what = (
