@@ -47,7 +47,7 @@ def inputs(tmp_path_factory):
 def test_unknown_method_is_refused(tmp_path):
     from petal_peft.training import FaceAdapterTrainingConfig
 
-    with pytest.raises(ValueError, match="finetune_method"):
+    with pytest.raises(ValueError, match="finetune-method"):
         FaceAdapterTrainingConfig(finetune_method="adalora")
 
 
@@ -55,7 +55,7 @@ def test_baselines_need_no_quality_source(tmp_path):
     cfg = _config(tmp_path, "lora", degrade_fraction=0.0)
     assert cfg.resolved_quality_source() == "none"
     with pytest.raises(ValueError, match="per-image quality"):  # refused when the config is made
-        _config(tmp_path, "quality_gated", degrade_fraction=0.0)
+        _config(tmp_path, "quality_gated", degrade_fraction=0.0, quality_estimator="none")
 
 
 def test_plain_lora_matches_the_trainable_parameter_count(inputs):

@@ -34,11 +34,11 @@ def tiny_inputs(tmp_path_factory):
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ({"lora_r": 0}, "--lora_r must be >= 1, got 0"),
+        ({"lora_r": 0}, "--lora-r must be >= 1, got 0"),
         ({"head": "nope"}, "--head must be one of ['adaface', 'arcface', 'combined', 'cosface'], got 'nope'"),
-        ({"degrade_fraction": 0}, "no per-image quality for the gate"),
-        ({"gate_mode": "nope"}, "--gate_mode must be one of"),
-        ({"quality_estimator": "os.system"}, "--quality_estimator must be one of"),
+        ({"degrade_fraction": 0, "quality_estimator": "none"}, "no per-image quality for the gate"),
+        ({"gate_mode": "nope"}, "--gate-mode must be one of"),
+        ({"quality_estimator": "os.system"}, "--quality-estimator must be one of"),
         ({"target_modules": "nope"}, "--target_modules nope: no module of ViTModel has that name"),
         ({"output_dir": "FILE"}, "is a file, not a folder"),
     ],
@@ -84,7 +84,7 @@ def _help(capsys) -> str:
 
 def test_help_states_each_default_once_and_negations_right(capsys):
     text = _help(capsys)
-    assert "--no_horizontal_flip, --no-horizontal-flip Switch --horizontal_flip off (it is on by default)." in text
+    assert "--no-horizontal-flip Switch --horizontal-flip off (it is on by default)." in text
     assert "(default: petal-tinyface)" in text and "(default: 64)" in text  # appended where the text says nothing
     assert "(default: None)" not in text
     for entry in re.split(r" (?=--[a-z])", text):

@@ -88,3 +88,16 @@ def test_skip_corrupt_images_still_needs_two_identities(tmp_path):
     with pytest.raises(DataValidationError, match="identit"):
         train(parse_args(tiny_flags(base, data, tmp_path / "out", max_steps=1, skip_corrupt_images=True)))
     assert not (tmp_path / "out" / "adapter").exists()
+
+
+def test_skip_corrupt_images_skips_a_decompression_bomb(tmp_path, capsys):
+    from test_images import write_png_header
+
+    base, data = make_tiny_base(tmp_path / "base"), make_face_folder(tmp_path / "train")
+    bomb = write_png_header(data / "id2" / "bomb.png", 50000, 50000)
+    with pytest.raises(DataValidationError, match=r"bomb\.png: image too large"):
+        train(parse_args(tiny_flags(base, data, tmp_path / "out", max_steps=1)))
+    result = train(parse_args(tiny_flags(base, data, tmp_path / "out2", max_steps=1, skip_corrupt_images=True)))
+    assert result.global_step == 1
+    listed = (tmp_path / "out2" / "skipped_images.txt").read_text()
+    assert str(bomb) in listed and "too large" in listed

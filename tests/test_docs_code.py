@@ -22,11 +22,18 @@ How to write a python block in the docs (the convention this test enforces):
       x = torch.randn(2, 3, 32, 32)
       -->
 
-* Shell commands go in ```bash blocks, pseudo-code and file trees in ```text blocks: neither is run.
+* A block that needs an optional extra names the modules it imports; it is skipped, with the reason, where one
+  is missing (CI installs every extra, so there it runs)::
+
+      <!-- docs-test: requires onnxruntime onnxscript (the onnx extra) -->
+
+* Shell commands go in ```bash blocks (checked and partly run by ``test_docs_shell.py``), pseudo-code and file
+  trees in ```text blocks.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -36,11 +43,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 _FENCE = re.compile(r"^```python[^\n]*\n(.*?)^```", re.S | re.M)
-_MARK = re.compile(r"<!--\s*docs-test:\s*(compile-only|setup)\b(.*)-->", re.S)
+_MARK = re.compile(r"<!--\s*docs-test:\s*(compile-only|setup|requires)\b(.*)-->", re.S)
 
 
 def python_blocks(text: str) -> list[tuple[int, str, str, str]]:
-    """(line, kind, setup code, block code) per python block; kind is "run" or "compile-only"."""
+    """(line, kind, setup code, block code) per python block; kind is "run", "compile-only" or "requires <modules>
+    (why)"."""
     blocks = []
     for match in _FENCE.finditer(text):
         line = text.count("\n", 0, match.start()) + 1
@@ -50,6 +58,8 @@ def python_blocks(text: str) -> list[tuple[int, str, str, str]]:
         if mark:
             if mark.group(1) == "compile-only":
                 kind = "compile-only"
+            elif mark.group(1) == "requires":
+                kind = "requires " + mark.group(2).strip()
             else:
                 setup = mark.group(2)
         blocks.append((line, kind, setup, match.group(1)))
@@ -68,10 +78,12 @@ def test_the_convention_is_parsed():
         "<!-- docs-test: compile-only (needs a GPU) -->\n```python\nmodel.cuda()\n```\n\n"
         "<!-- docs-test: setup\nx = 1\n-->\n```python\nprint(x)\n```\n\n```python\ny = 2\n```\n"
     )
+    text += "\n<!-- docs-test: requires onnxruntime (the onnx extra) -->\n```python\nimport onnxruntime\n```\n"
     assert [(kind, setup.strip(), code.strip()) for _, kind, setup, code in python_blocks(text)] == [
         ("compile-only", "", "model.cuda()"),
         ("run", "x = 1", "print(x)"),
         ("run", "", "y = 2"),
+        ("requires onnxruntime (the onnx extra)", "", "import onnxruntime"),
     ]
 
 
@@ -87,6 +99,12 @@ def test_python_blocks_run(page, tmp_path, monkeypatch):
         if setup:
             exec(compile(setup, f"{where} (setup)", "exec"), namespace)
         compiled = compile(code, where, "exec")
+        if kind.startswith("requires"):
+            words = kind.split("(")[0].split()[1:]
+            missing = [m for m in words if importlib.util.find_spec(m) is None]
+            if missing:
+                pytest.skip(f"{where} needs {', '.join(missing)} {kind[kind.find('(') :] if '(' in kind else ''}")
+            kind = "run"
         if kind == "run":
             try:
                 exec(compiled, namespace)

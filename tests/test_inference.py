@@ -168,7 +168,7 @@ def test_embed_resumes_an_interrupted_run(ws, tmp_path, gate_index):
     torch.testing.assert_close(index.embeddings, gate_index.embeddings, atol=1e-6, rtol=0)
     torch.testing.assert_close(EmbeddingIndex.load(out).quality["gate"], gate_index.quality["gate"])
     # a finished index is not overwritten by accident
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(ValueError, match="already exists; pass --overwrite"):
         embed_folder(ws / "gallery", out, encoder, chunk_size=4, progress=False)
 
 

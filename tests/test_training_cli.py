@@ -59,12 +59,12 @@ def test_every_config_field_is_a_flag():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--degrade_fraction", "1.5"], "degrade_fraction"),
-        (["--quality_source", "estimator"], "needs --quality_estimator"),
-        (["--quality_source", "degradation", "--degrade_fraction", "0"], "needs --degrade_fraction"),
+        (["--degrade_fraction", "1.5"], "--degrade-fraction"),
+        (["--quality_source", "estimator", "--quality_estimator", "none"], "needs --quality-estimator"),
+        (["--quality_source", "degradation", "--degrade_fraction", "0"], "needs --degrade-fraction"),
         (["--quality_estimator_kwargs", "[1]"], "JSON object"),
-        (["--push_to_hub"], "hub_model_id"),
-        (["--per_device_train_batch_size", "0"], "per_device_train_batch_size"),
+        (["--push_to_hub"], "--hub-model-id"),
+        (["--per_device_train_batch_size", "0"], "--per-device-train-batch-size"),
     ],
 )
 def test_bad_flags_are_named(argv, message):
@@ -80,7 +80,7 @@ def test_unknown_choice_is_refused(capsys):
 
 def test_no_quality_source_is_an_error_when_the_config_is_made():
     with pytest.raises(ValueError, match="no per-image quality"):
-        FaceAdapterTrainingConfig(degrade_fraction=0.0)
+        FaceAdapterTrainingConfig(degrade_fraction=0.0, quality_estimator=None)
     assert FaceAdapterTrainingConfig(degrade_fraction=0.0, finetune_method="lora").resolved_quality_source() == "none"
 
 

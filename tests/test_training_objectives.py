@@ -203,5 +203,5 @@ def test_distillation_loss_and_bad_configs():
 
     with pytest.raises(ValueError, match="--objective must be one of"):
         FaceAdapterTrainingConfig(objective="contrastive")
-    with pytest.raises(ValueError, match="--head_init imprint needs a margin head"):
-        parse_args(["--objective", "distill", "--head_init", "imprint"])
+    with pytest.raises(ValueError, match="--head-init imprint needs a margin head"):
+        parse_args(["--objective", "distill", "--head-init", "imprint"])

@@ -137,7 +137,7 @@ def test_stem_adapted_end_to_end(tmp_path):
 def test_onnx_parity_with_conv_targets(tmp_path):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     pytest.importorskip("onnxscript", reason="the onnx extra is not installed")
-    from petal_peft.evaluation import pooled_embedding
+    from petal_peft.embedding import pooled_embedding
     from petal_peft.export import export_onnx, max_relative_difference, onnx_session, run_session
 
     model = adapted()
@@ -175,3 +175,22 @@ def test_training_flags_take_a_group_expression():
     flags.target_modules = ["stem+atention"]
     with pytest.raises(ValueError, match="not layer groups"):
         check_target_modules(flags, base)
+
+
+def test_training_cli_takes_a_group_expression_and_the_card_shows_the_regex(tmp_path):
+    from test_training_helpers import make_face_folder, tiny_flags
+
+    from petal_peft.training import parse_args, train
+
+    tiny_conv_vit().save_pretrained(tmp_path / "base")
+    data = make_face_folder(tmp_path / "train")
+    out = tmp_path / "out"
+    train(parse_args(tiny_flags(tmp_path / "base", data, out, max_steps=2, target_modules="stem+default")))
+    loaded = PeftModel.from_pretrained(tiny_conv_vit(), out / "adapter")
+    assert gated_names(loaded) == sorted(STEM + DEFAULT)
+    assert any(
+        not torch.equal(p, torch.zeros_like(p)) for n, p in loaded.named_parameters() if "stem" in n and "lora_B" in n
+    )  # the stem branches trained
+    card = (out / "adapter" / "README.md").read_text()
+    regex = petal_peft.resolve_target_modules("face_conv_vit", "stem+default")
+    assert f"| `target_modules` | `{regex.replace('|', chr(92) + '|')}` |" in card

@@ -8,7 +8,7 @@ from peft import get_peft_model
 from tiny_models import embedding, images, randomize_adapters, tiny_model
 from torch import nn
 
-from petal_peft import QualityGatedLinear, QualityGatedLoraConfig
+from petal_peft import QualityGatedConv2d, QualityGatedLinear, QualityGatedLoraConfig
 
 EXPECTED = {
     # from the table (the attention projections plus the final projection where there is one)
@@ -115,10 +115,15 @@ def test_explicit_targets_work_on_any_model():
     assert sum(isinstance(m, QualityGatedLinear) for m in model.modules()) == 2
 
 
-def test_non_linear_target_is_refused():
+def test_a_target_that_is_neither_linear_nor_conv2d_is_refused():
     base = tiny_model("vit")
-    with pytest.raises(ValueError, match="nn.Linear layers only"):
-        get_peft_model(base, QualityGatedLoraConfig(target_modules=["projection"]))  # patch-embedding Conv2d
+    with pytest.raises(ValueError, match="nn.Linear and nn.Conv2d layers only; 'layers.0.layernorm_before' is a"):
+        get_peft_model(base, QualityGatedLoraConfig(target_modules=["layernorm_before"]))
+
+
+def test_the_patch_embedding_conv_can_be_a_target():
+    model = get_peft_model(tiny_model("vit"), QualityGatedLoraConfig(target_modules=["projection"]))
+    assert isinstance(model.base_model.model.embeddings.patch_embeddings.projection, QualityGatedConv2d)
 
 
 def test_target_inside_multihead_attention_is_refused():

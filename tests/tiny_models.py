@@ -91,3 +91,24 @@ def tiny_face_vit(seed: int = 0, **overrides) -> torch.nn.Module:
     torch.manual_seed(seed)
     settings = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, image_size=36, embedding_size=8)
     return FaceViTModel(FaceViTConfig(**{**settings, **overrides})).eval()
+
+
+def tiny_face_iresnet(seed: int = 0, **overrides) -> torch.nn.Module:
+    """A tiny random petal-peft face IResNet (16 px, widths 4-16, one block per stage), in eval mode.
+
+    Its BatchNorm statistics and scales are random too, so eval-mode normalisation is not the identity.
+    """
+    from petal_peft.models import FaceIResNetConfig, FaceIResNetModel
+
+    torch.manual_seed(seed)
+    settings = dict(image_size=16, stem_channels=4, hidden_sizes=[4, 8, 8, 16], depths=[1, 1, 1, 1], embedding_size=8)
+    model = FaceIResNetModel(FaceIResNetConfig(**{**settings, **overrides}))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.normal_(0.0, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.bias.normal_(0.0, 0.1)
+                if module is not model.features:
+                    module.weight.uniform_(0.5, 1.5)
+    return model.eval()

@@ -15,17 +15,32 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm.auto import tqdm
 
 from petal_peft.align.aligner import FaceAligner
 from petal_peft.align.landmarks import import_dlib
-from petal_peft.data.base import IMAGE_EXTENSIONS
 from petal_peft.files import write_file_atomic, write_json_atomic
+from petal_peft.images import IMAGE_EXTENSIONS, ImageReadError, read_image
 
 __all__ = ["AlignReport", "align_folder", "align_images", "REPORT_NAME"]
 
 REPORT_NAME = "align_report.json"
+#: written first into the output folder, removed when the report is written: an interrupted run's folder
+#: carries it, so a rerun with the same source and settings continues there instead of being refused
+IN_PROGRESS_NAME = ".petal-peft-align.json"
+#: output format per file type (aligned faces keep their file's type)
+_SAVE_FORMATS = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".bmp": "BMP",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".pgm": "PPM",
+    ".ppm": "PPM",
+}
 
 
 @dataclass
@@ -53,13 +68,14 @@ class AlignReport:
 def _save_image(array, path: Path, jpeg_quality: int) -> None:
     image = Image.fromarray(array)
     suffix = path.suffix.lower()
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP", ".tif": "TIFF"}
-    fmt[".tiff"] = "TIFF"
-    kwargs = {"quality": jpeg_quality} if fmt[suffix] in ("JPEG", "WEBP") else {}
+    fmt = _SAVE_FORMATS[suffix]
+    if suffix == ".pgm":  # a grey-map file holds one channel
+        image = image.convert("L")
+    kwargs = {"quality": jpeg_quality} if fmt in ("JPEG", "WEBP") else {}
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            image.save(f, format=fmt[suffix], **kwargs)
+            image.save(f, format=fmt, **kwargs)
 
     write_file_atomic(path, write)
 
@@ -80,10 +96,9 @@ def _align_one(job: tuple[str, str, str, int]) -> dict[str, Any]:
     src, dst, rel, jpeg_quality = job
     assert _ALIGNER is not None
     try:
-        with Image.open(Path(src) / rel) as im:
-            image = im.convert("RGB")
-    except (OSError, UnidentifiedImageError) as err:
-        return {"image": rel, "error": f"{type(err).__name__}: {err}"}
+        image = read_image(Path(src) / rel, name=rel)
+    except ImageReadError as err:  # unreadable, broken link, or over the size cap (decompression bomb)
+        return {"image": rel, "error": str(err)}
     face = _ALIGNER(image)
     if face.image is not None:
         out = Path(dst) / rel
@@ -94,8 +109,7 @@ def _align_one(job: tuple[str, str, str, int]) -> dict[str, Any]:
 
 def _align_array(path: str) -> tuple[Any, str]:
     assert _ALIGNER is not None
-    with Image.open(path) as im:
-        face = _ALIGNER(im.convert("RGB"))
+    face = _ALIGNER(read_image(path))
     return face.image, face.method
 
 
@@ -171,27 +185,39 @@ def align_folder(
 ) -> AlignReport:
     """Align every image under ``source`` into ``destination`` (same relative paths); returns the report.
 
-    ``workers`` > 1 aligns in that many processes. A non-empty ``destination`` is refused unless ``overwrite``.
+    ``workers`` > 1 aligns in that many processes. A non-empty ``destination`` is refused unless ``overwrite``,
+    or unless it holds an interrupted run of the same source and settings, which is then redone there. Images
+    that cannot be read (a decompression bomb included) are listed in the report's ``unreadable``.
     """
+    from petal_peft.outputs import check_output_folder
+
     source, destination = Path(source), Path(destination)
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: no such folder to align.")
     if source.resolve() == destination.resolve() or source.resolve() in destination.resolve().parents:
         raise ValueError(f"the output folder {destination} must not be the input folder or inside it.")
-    if destination.exists() and any(destination.iterdir()) and not overwrite:
-        raise FileExistsError(f"{destination} exists and is not empty; choose a new folder or pass overwrite.")
     if not 1 <= jpeg_quality <= 100:
         raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}.")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}.")
     settings = {"size": size, "template": template, "margin": margin, "padding": padding, "fallback": fallback}
     FaceAligner.check_settings(**settings)
+    run = {"source": str(source.resolve()), "settings": {**settings, "jpeg_quality": jpeg_quality}}
+    interrupted = _interrupted_run(destination)
+    if interrupted is not None and interrupted != run and not overwrite:
+        raise FileExistsError(
+            f"{destination} holds an interrupted align of {interrupted.get('source')} with settings "
+            f"{interrupted.get('settings')}: rerun that command to finish it, or pass --overwrite to align into it "
+            "with these settings."
+        )
+    check_output_folder(destination, overwrite=overwrite or interrupted == run, flag="the output folder")
     import_dlib()  # fail here, with the install hint, rather than in a worker
     files = list(_walk(source))
     images = [rel for rel, is_image in files if is_image]
     if not images:
         raise FileNotFoundError(f"{source}: no images ({', '.join(IMAGE_EXTENSIONS)}) found.")
     destination.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(destination / IN_PROGRESS_NAME, run)
     report = AlignReport(str(source), str(destination), {**settings, "jpeg_quality": jpeg_quality})
     for rel, is_image in files:
         if not is_image:
@@ -224,4 +250,15 @@ def align_folder(
             pool.terminate()
             pool.join()
     write_json_atomic(destination / REPORT_NAME, asdict(report))
+    (destination / IN_PROGRESS_NAME).unlink(missing_ok=True)
     return report
+
+
+def _interrupted_run(destination: Path) -> dict[str, Any] | None:
+    """The source and settings of an align that was interrupted in ``destination`` (None if there is none)."""
+    import json
+
+    try:
+        return json.loads((destination / IN_PROGRESS_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from petal_peft.align.model_files import dlib_model_file
 from petal_peft.extras import require
+from petal_peft.images import to_rgb8
 
 __all__ = ["FaceLandmarker", "Landmarks", "import_dlib"]
 
@@ -40,7 +42,7 @@ class Landmarks:
 
 def as_rgb_uint8(image: Any) -> np.ndarray:
     """An RGB uint8 array [H, W, 3] from a PIL image or an array (grey images become RGB)."""
-    arr = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+    arr = np.asarray(to_rgb8(image) if isinstance(image, Image.Image) else image)
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):

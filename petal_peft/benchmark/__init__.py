@@ -23,7 +23,7 @@ from .methods import MethodSpec, default_methods, select_methods, train_config
 from .prepare import IMAGE_PREPARATIONS, build_preparation, center_crop
 from .reference import REFERENCE_MODELS, DlibFaceDescriptor
 from .report import format_table, plot_cmc, plot_forgetting, run_summary, write_outputs
-from .run import calibrate_gate, run_benchmark
+from .run import benchmark_gate, run_benchmark
 from .settings import REAL_FACE_DEFAULTS, BenchmarkSettings, quick_settings, real_face_settings
 from .sources import build_data, plan_real_faces
 from .sources.synthetic import SYNTHETIC_NOTE
@@ -42,8 +42,8 @@ __all__ = [
     "MethodSpec",
     "aggregate",
     "build_data",
+    "benchmark_gate",
     "build_preparation",
-    "calibrate_gate",
     "center_crop",
     "default_methods",
     "evaluate_split",
@@ -63,3 +63,17 @@ __all__ = [
     "train_config",
     "write_outputs",
 ]
+
+
+def __getattr__(name: str):
+    if name == "calibrate_gate":  # the old name of benchmark_gate
+        import warnings
+
+        warnings.warn(
+            "petal_peft.benchmark.calibrate_gate is deprecated: use petal_peft.benchmark.benchmark_gate (or "
+            "petal_peft.quality.calibrate_gate_on_images).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return benchmark_gate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

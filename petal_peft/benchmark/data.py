@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..images import to_rgb8
 from ..registry import Registry
 
 __all__ = [
@@ -100,14 +101,14 @@ class BenchmarkData:
 
 
 def pil_to_uint8(image: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
+    return torch.from_numpy(np.array(to_rgb8(image), dtype=np.uint8)).permute(2, 0, 1)
 
 
 def stack_images(images: Sequence[Image.Image], size: int) -> torch.Tensor:
     """uint8 [N, 3, size, size]; images of another size are resized (bicubic)."""
     out = []
     for img in images:
-        img = img.convert("RGB")
+        img = to_rgb8(img)
         if img.size != (size, size):
             img = img.resize((size, size), Image.Resampling.BICUBIC)
         out.append(pil_to_uint8(img))

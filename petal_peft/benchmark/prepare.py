@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from PIL import Image
 
+from ..images import to_rgb8
 from ..registry import Registry
 
 __all__ = ["IMAGE_PREPARATIONS", "ImagePreparation", "arcface_alignment", "build_preparation", "center_crop"]
@@ -33,7 +34,7 @@ def center_crop(image_size: int, fraction: float = 1.0) -> ImagePreparation:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}.")
 
     def prepare(image: Image.Image) -> Image.Image:
-        image = image.convert("RGB")
+        image = to_rgb8(image)
         w, h = image.size
         side = max(1, round(min(w, h) * fraction))
         left, top = (w - side) // 2, (h - side) // 2
@@ -61,7 +62,7 @@ def arcface_alignment(image_size: int) -> ImagePreparation:
     aligner = FaceAligner(size=image_size, template="arcface", fallback="whole-image")
 
     def prepare(image: Image.Image) -> Image.Image:
-        return Image.fromarray(aligner(np.asarray(image.convert("RGB"))).image)
+        return Image.fromarray(aligner(np.asarray(to_rgb8(image))).image)
 
     return prepare
 
@@ -76,6 +77,6 @@ def build_preparation(name: str, image_size: int) -> ImagePreparation:
             raise TypeError(f"image preparation {name!r} returned {type(out).__name__}, not a PIL image.")
         if out.size != (image_size, image_size):
             raise ValueError(f"image preparation {name!r} returned {out.size[0]}x{out.size[1]}, not {image_size}.")
-        return out.convert("RGB")
+        return to_rgb8(out)
 
     return prepare

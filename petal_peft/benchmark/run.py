@@ -34,27 +34,23 @@ from .settings import BenchmarkSettings
 from .sources import build_data
 from .sources.synthetic import SYNTHETIC_NOTE
 
-__all__ = ["calibrate_gate", "run_benchmark", "write_adapt_folder"]
+__all__ = ["benchmark_gate", "run_benchmark", "write_adapt_folder"]
 
 
-def calibrate_gate(data: BenchmarkData, ps: dict[str, Any]) -> dict[str, Any]:
-    """The sigmoid gate of the 'resolution' estimator, calibrated on sharp vs degraded adaptation images."""
-    from ..quality import calibrate_gate as calibrate
-    from ..quality import separation_auc
-    from ..registry import QUALITY_ESTIMATORS
+def benchmark_gate(data: BenchmarkData, ps: dict[str, Any]) -> dict[str, Any]:
+    """The sigmoid gate of the 'resolution' estimator, calibrated on sharp vs degraded adaptation images (the one
+    calibration that training and ``petal-peft calibrate`` use too)."""
+    from ..quality import calibrate_gate_on_images
     from .evaluate import normalise
 
-    high, low = normalise(data.calib_sharp, ps), normalise(data.calib_low, ps)
-    gate = calibrate(
-        high, low, estimator="resolution", image_mean=ps["image_mean"], image_std=ps["image_std"], mode="sigmoid"
+    return calibrate_gate_on_images(
+        normalise(data.calib_sharp, ps),
+        normalise(data.calib_low, ps),
+        "resolution",
+        image_mean=ps["image_mean"],
+        image_std=ps["image_std"],
+        mode="sigmoid",
     )
-    est = QUALITY_ESTIMATORS.build("resolution", image_mean=ps["image_mean"], image_std=ps["image_std"])
-    with torch.no_grad():
-        sh, sl = est(high), est(low)
-    gate["separation_auc"] = separation_auc(sh, sl, higher_is_better=True)
-    gate["score_sharp_median"] = float(sh.median())
-    gate["score_low_median"] = float(sl.median())
-    return gate
 
 
 def write_adapt_folder(data: BenchmarkData, root: Path) -> Path:
@@ -181,7 +177,7 @@ def run_benchmark(s: BenchmarkSettings, methods: list[MethodSpec] | None = None)
     t0 = time.perf_counter()
     data = build_data(s, image_size)
     timings["data_s"] = time.perf_counter() - t0
-    gate = calibrate_gate(data, ps)
+    gate = benchmark_gate(data, ps)
     train_dir = write_adapt_folder(data, work)
     base = load_base(base_model)
     base_params = sum(p.numel() for p in base.parameters())

@@ -1,8 +1,10 @@
 """The ``petal-peft`` command line: one subcommand per module of this package.
 
 Each module in :data:`COMMANDS` defines ``register(subparsers)``, which adds its subparser and sets
-``func(args) -> int`` as the default. Heavy imports happen inside ``func``, so ``petal-peft --help`` stays quick.
-Every bad input ends as one line on stderr naming the problem, with exit status 2 (``-v`` shows the traceback).
+``func(args) -> int`` as the default. A subcommand's flags are added only when that subcommand is used (or its
+``--help`` asked for), and heavy imports (torch, transformers) happen inside ``func``, so ``petal-peft --help``
+and ``--version`` load neither. Every bad input ends as one line on stderr naming the problem, with exit status 2
+(``-v`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -11,10 +13,25 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
-#: subcommand modules, in the order ``--help`` lists them
-COMMANDS: tuple[str, ...] = ("train", "eval", "convert", "export", "embed", "align")
+from .common import CliHelpFormatter, accept_underscore_aliases, check_local_model_path
+
+#: subcommand -> one-line help, in the order ``--help`` lists them (the module is ``petal_peft.cli.<name>``)
+COMMANDS: dict[str, str] = {
+    "train": "adapt a pretrained face transformer to low-resolution faces",
+    "calibrate": "calibrate the quality gate of a trained adapter on a folder of sharp face images",
+    "eval": "evaluate a model / adapter on a face benchmark",
+    "convert": "convert a PETALface / insightface checkpoint into a transformers model and adapter",
+    "export": "export an adapted model (ONNX, or merged proxy encoders)",
+    "embed": "embed every face image below a folder (safetensors + JSON index)",
+    "search": "top-k gallery identities for probe images (open-set with --threshold)",
+    "verify": "same / different person, with the threshold of an evaluation report",
+    "align": "align face photos to the ArcFace 112x112 template (dlib detector + 5 landmarks)",
+}
+#: the module that defines each subcommand (several commands may share one)
+MODULES: dict[str, str] = {"search": "embed", "verify": "embed"}
 
 
 class CliError(Exception):
@@ -50,27 +67,103 @@ def one_line(err: BaseException) -> str:
     return line or type(err).__name__
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Filler:
+    """Stands in for the subparsers action when a command module registers itself: ``add_parser`` fills in the
+    parser that already exists (created empty for ``petal-peft --help``)."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        p = self.parser
+        if name != p.command_name:  # a module defining several commands: fill the one asked for
+            return argparse.ArgumentParser(add_help=False)
+        p.description = kwargs.get("description", p.description)
+        for parent in kwargs.get("parents", ()):
+            p._add_container_actions(parent)
+            p._defaults.update(parent._defaults)
+        return p
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser whose flags are added by its module on first use."""
+
+    def __init__(self, *args, command_name: str = "", **kwargs) -> None:
+        kwargs.setdefault("formatter_class", CliHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.command_name = command_name
+        self._filled = not command_name
+
+    def fill(self) -> CommandParser:
+        if not self._filled:
+            self._filled = True
+            module = importlib.import_module(f"{__name__}.{MODULES.get(self.command_name, self.command_name)}")
+            module.register(_Filler(self))
+            accept_underscore_aliases(self)
+        return self
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.fill()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self.fill()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self.fill()
+        return super().format_usage()
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found += _all_parsers(sub)
+    return found
+
+
+def build_parser(fill: bool = False) -> argparse.ArgumentParser:
+    """The ``petal-peft`` parser; ``fill=True`` adds every subcommand's flags now (they are otherwise added when
+    the subcommand is used)."""
     from petal_peft import __version__
 
     parser = argparse.ArgumentParser(
-        prog="petal-peft", description="petal-peft: quality-gated LoRA (PETALface) for face recognition models"
+        prog="petal-peft",
+        description="petal-peft: quality-gated LoRA (PETALface) for face recognition models",
+        formatter_class=CliHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"petal-peft {__version__}")
+    parser.add_argument("--version", action="version", version=f"petal-peft {__version__}", help="print the version")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level; show tracebacks")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        importlib.import_module(f"{__name__}.{name}").register(sub)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=CommandParser)
+    for name, text in COMMANDS.items():
+        command = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", command_name=name)
+        if fill:
+            command.fill()
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv  # the command line as given, e.g. for the resume command an interrupted run prints
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    # PEFT asks every model for transformers' deprecated `is_gradient_checkpointing`: not the user's business
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    import petal_peft
+
+    petal_peft._finish_import()  # the registrations that `petal-peft` left out to start quickly
+    if getattr(args, "no_progress", False) or getattr(args, "progress_bar", True) is False:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the bars of transformers' model loading
     try:
+        check_local_model_path(getattr(args, "model", None))
+        check_local_model_path(getattr(args, "base_model", None), "--base-model")
         return int(args.func(args) or 0)
     except user_errors() as err:
         if args.verbose:
@@ -78,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"petal-peft {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"petal-peft {args.command}: interrupted", file=sys.stderr)
+        hint = getattr(args, "interrupt_hint", None)
+        print(f"petal-peft {args.command}: interrupted" + (f"; {hint()}" if hint else ""), file=sys.stderr)
         return 130
 
 

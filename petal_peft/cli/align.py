@@ -1,6 +1,6 @@
 """``petal-peft align``: align every face photo of a folder tree (detect, 5 landmarks, warp to a template).
 
-``petal-peft align SRC DST [--size 112] [--template arcface|dlib] [--fallback whole-image|resize|skip]``
+``petal-peft align SRC (DST | --out DST) [--size 112] [--template arcface|dlib] [--fallback whole-image|resize|skip]``
 
 Needs the ``align`` extra (dlib and its landmark model; in the clone: ``pip install -e '.[align]'``).
 """
@@ -8,6 +8,8 @@ Needs the ``align`` extra (dlib and its landmark model; in the clone: ``pip inst
 from __future__ import annotations
 
 import argparse
+
+from .common import add_progress_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "no face is found are kept (see --fallback) and listed in DST/align_report.json.",
     )
     p.add_argument("source", help="folder of images (any tree, e.g. <identity>/<image>)")
-    p.add_argument("destination", help="output folder (must be new or empty unless --overwrite)")
+    p.add_argument(
+        "destination", nargs="?", help="output folder (must be new or empty unless --overwrite); or give --out"
+    )
+    p.add_argument("--out", help="output folder (the same as the DESTINATION argument)")
     p.add_argument("--size", type=int, default=112, help="output size in pixels (default 112)")
     p.add_argument(
         "--template",
@@ -37,10 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="whole-image",
         help="when no face is detected: landmarks inside the whole image (default), resize the whole image, or skip",
     )
-    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="processes aligning in parallel (default 1)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="quality of JPEG outputs (default 95)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty DST")
-    p.add_argument("--no-progress", action="store_true")
+    add_progress_argument(p)
     p.set_defaults(func=run)
 
 
@@ -48,10 +53,12 @@ def run(args: argparse.Namespace) -> int:
     from petal_peft.align.folder import align_folder
     from petal_peft.cli import CliError
 
+    if (args.destination is None) == (args.out is None):
+        raise CliError("give the output folder once: as DESTINATION or as --out.")
     try:
         report = align_folder(
             args.source,
-            args.destination,
+            args.destination or args.out,
             size=args.size,
             template=args.template,
             margin=args.margin,

@@ -1,7 +1,8 @@
 """``petal-peft convert``: turn a foreign face-recognition checkpoint into a transformers model (+ PEFT adapter).
 
-``petal-peft convert petalface model.pt --out DIR [--iqa brisque|cnniqa] [--dtype float16] [--push_to_hub REPO]``
+``petal-peft convert petalface model.pt --out DIR [--iqa brisque|cnniqa] [--dtype float16] [--push-to-hub REPO]``
 ``petal-peft convert insightface-vit model.pt --out DIR [...]``
+``petal-peft convert insightface-iresnet backbone.pth --out DIR [--lora-scale S] [--dtype float16] [...]``
 
 Writes ``DIR/base`` (load with ``AutoModel.from_pretrained`` after ``import petal_peft``) and, when the checkpoint
 holds LoRA weights, ``DIR/adapter`` (``PeftModel.from_pretrained(base, DIR/adapter)``).
@@ -11,42 +12,53 @@ from __future__ import annotations
 
 import argparse
 
+from .common import DTYPES, add_progress_argument
+
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="the checkpoint file (read with torch.load(weights_only=True) only)")
-    parser.add_argument("--out", required=True, help="output folder (gets base/ and, with LoRA weights, adapter/)")
+    _file_arguments(parser)
     parser.add_argument(
         "--iqa",
         choices=("brisque", "cnniqa"),
         default="brisque",
         help="the image-quality metric the LoRA was trained with (decides which branch is high quality)",
     )
-    parser.add_argument("--lora_scale", type=float, default=1.0, help="the reference's --lora_scale (default 1)")
     parser.add_argument(
-        "--gate_threshold",
+        "--gate-threshold",
         type=float,
         help="the IQA threshold used in training: configures the reference's unclamped gate, so raw IQA scores "
         "(quality_score=) reproduce it exactly; without it the adapter keeps the bounded default gate",
     )
-    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="cast the weights (default: keep)")
+    _output_arguments(parser)
+
+
+def _file_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="the checkpoint file (read with torch.load(weights_only=True) only)")
+    parser.add_argument("--out", required=True, help="output folder (gets base/ and, with LoRA weights, adapter/)")
+    parser.add_argument("--lora-scale", type=float, default=1.0, help="the reference's --lora_scale (default 1)")
+
+
+def _output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtype", choices=DTYPES, help="cast the weights to this dtype (default: keep)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
-    parser.add_argument("--push_to_hub", metavar="REPO", help="upload the result to this Hub repo (user/name)")
-    parser.add_argument("--private", action="store_true", help="with --push_to_hub: create the repo private")
-    parser.add_argument("--no_progress", action="store_true", help="no progress output")
+    parser.add_argument("--push-to-hub", metavar="REPO", help="upload the result to this Hub repo (user/name)")
+    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    add_progress_argument(parser)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "convert",
-        help="convert a PETALface / arcface_torch checkpoint into a transformers model and adapter",
+        help="convert a PETALface / insightface checkpoint into a transformers model and adapter",
         description="Convert a released face-recognition checkpoint into a transformers model folder and, when it "
         "holds LoRA weights, a PEFT adapter folder.",
     )
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
     petalface = kinds.add_parser(
         "petalface",
-        help="a PETALface Swin model.pt (pretrained, LoRA or quality-gated fine-tuned)",
-        description="Convert a PETALface Swin model.pt (e.g. from the Hub repo kartiknarayan/PETALface).",
+        help="a PETALface model.pt: Swin (pretrained, LoRA or quality-gated fine-tuned) or IResNet with LoRA",
+        description="Convert a PETALface model.pt (e.g. from the Hub repo kartiknarayan/PETALface): a Swin, or an "
+        "IResNet with LoRA on its convolutions (written as a plain PEFT LoRA adapter).",
     )
     _common_arguments(petalface)
     petalface.set_defaults(func=run_convert)
@@ -56,26 +68,40 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Convert an insightface arcface_torch ViT checkpoint.",
     )
     _common_arguments(vit)
-    vit.add_argument("--num_attention_heads", type=int, default=8, help="not stored in the weights (default 8)")
-    vit.add_argument("--image_size", type=int, help="input size in px (default 112 when it fits the patch grid)")
+    vit.add_argument("--num-attention-heads", type=int, default=8, help="not stored in the weights (default 8)")
+    vit.add_argument("--image-size", type=int, help="input size in px (default 112 when it fits the patch grid)")
     vit.set_defaults(func=run_convert)
+    iresnet = kinds.add_parser(
+        "insightface-iresnet",
+        help="an insightface arcface_torch IResNet backbone.pth (iresnet18 / 34 / 50 / 100 / 200)",
+        description="Convert an insightface arcface_torch IResNet backbone.pth (a plain state dict; the depth comes "
+        "from the number of blocks per stage). A PETALface IResNet LoRA checkpoint also gets a PEFT LoRA adapter.",
+    )
+    _file_arguments(iresnet)
+    iresnet.add_argument("--image-size", type=int, help="input size in px (default 112 when it fits the fc layer)")
+    _output_arguments(iresnet)
+    iresnet.set_defaults(func=run_convert)
     return parser
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from petal_peft.convert import convert_insightface_vit, convert_petalface_checkpoint, push_converted
+    from petal_peft.convert import (
+        convert_insightface_iresnet,
+        convert_insightface_vit,
+        convert_petalface_checkpoint,
+        push_converted,
+    )
 
     options = dict(
-        iqa=args.iqa,
-        lora_scale=args.lora_scale,
-        dtype=args.dtype,
-        gate_threshold=args.gate_threshold,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
+        lora_scale=args.lora_scale, dtype=args.dtype, overwrite=args.overwrite, progress=not args.no_progress
     )
-    if args.kind == "petalface":
+    if args.kind == "insightface-iresnet":
+        result = convert_insightface_iresnet(args.path, args.out, image_size=args.image_size, **options)
+    elif args.kind == "petalface":
+        options.update(iqa=args.iqa, gate_threshold=args.gate_threshold)
         result = convert_petalface_checkpoint(args.path, args.out, **options)
     else:
+        options.update(iqa=args.iqa, gate_threshold=args.gate_threshold)
         result = convert_insightface_vit(
             args.path, args.out, num_attention_heads=args.num_attention_heads, image_size=args.image_size, **options
         )

@@ -1,26 +1,31 @@
 """``petal-peft embed`` / ``search`` / ``verify``: an adapted face model on folders of images.
 
 ``petal-peft embed --model BASE [--adapter DIR | --proxy-encoders DIR] --images DIR --out FILE``
-``petal-peft search --gallery FILE (--probes FILE | --images DIR --model ...) [--top-k 5]``
+``petal-peft search --gallery FILE (--probes FILE | --images DIR --model ...) [--top-k 5] [--threshold T | --report R]``
 ``petal-peft verify --report REPORT.json (IMAGE_A IMAGE_B | --pairs LIST) (--model ... | --embeddings FILE)``
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from .common import (
+    add_device_arguments,
+    add_estimator_arguments,
+    add_image_arguments,
+    add_json_argument,
+    add_model_argument,
+    add_progress_argument,
+    print_json,
+)
 
 
 def add_encoder_arguments(p: argparse.ArgumentParser, model_required: bool) -> None:
     from petal_peft.inference.encoders import ENCODERS
 
     g = p.add_argument_group("model (how images are embedded)")
-    g.add_argument(
-        "--model",
-        required=model_required,
-        help="base model: local folder or Hub id (its preprocessor config gives the normalisation)",
-    )
+    add_model_argument(g, required=model_required)
     g.add_argument("--adapter", help="folder of a quality-gated adapter trained on --model")
     g.add_argument(
         "--proxy-encoders", help="folder written by petal-peft export proxy (gallery_encoder/, probe_encoder/)"
@@ -31,18 +36,12 @@ def add_encoder_arguments(p: argparse.ArgumentParser, model_required: bool) -> N
         help="gate: the adapter with each image's estimated quality (default with --adapter); gallery / probe: the "
         "adapter merged at q=1 / q=0 (needed with --proxy-encoders); plain: the base alone (default otherwise)",
     )
-    g.add_argument("--quality-estimator", help="registered quality estimator (overrides or adds to the adapter's)")
-    g.add_argument("--quality-estimator-kwargs", type=json.loads, default={}, help="JSON dict for the estimator")
+    add_estimator_arguments(g)
     g.add_argument("--no-flip", action="store_true", help="no flip test (embed the image only, not its mirror)")
     g.add_argument("--align", action="store_true", help="detect and align faces first (needs the align extra)")
-    g.add_argument("--image-size", type=int, help="input size (default: the model config's image_size)")
-    g.add_argument("--image-mean", type=float, nargs="+", help="normalisation mean (1 or 3 values)")
-    g.add_argument("--image-std", type=float, nargs="+", help="normalisation std (1 or 3 values)")
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for image decoding")
-    g.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
-    g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
-    g.add_argument("--no-progress", action="store_true")
+    add_image_arguments(g)
+    add_device_arguments(g)
+    add_progress_argument(g)
 
 
 def _encoder(args: argparse.Namespace):
@@ -77,9 +76,29 @@ def _need_model(args: argparse.Namespace, why: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ embed
+def _skip_argument(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--skip-corrupt-images",
+        "--skip_corrupt_images",
+        dest="skip_corrupt_images",
+        action="store_true",
+        help=f"leave out {what} that cannot be read (corrupt, broken symbolic links, over the size cap) and list "
+        "them (as train's option does); without it one such image stops the run, naming it",
+    )
+
+
+def _report_skipped(index, where: str) -> None:
+    skipped = index.info.get("skipped_images") or []
+    if skipped:
+        first = skipped[0]["problem"]
+        print(f"skipped {len(skipped)} unreadable image(s), listed in {where} (e.g. {first})", file=sys.stderr)
+
+
 def run_embed(args: argparse.Namespace) -> int:
     from petal_peft.inference import embed_folder, index_paths
+    from petal_peft.inference.embed import check_embed_output
 
+    check_embed_output(args.out, overwrite=args.overwrite)  # before the model is loaded
     index = embed_folder(
         args.images,
         args.out,
@@ -90,8 +109,10 @@ def run_embed(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         overwrite=args.overwrite,
         restart=args.restart,
+        skip_bad_images=args.skip_corrupt_images,
     )
     tensors, document = index_paths(args.out)
+    _report_skipped(index, f"{document} (skipped_images)")
     quality = ", ".join(sorted(index.quality)) or "no quality estimator"
     print(
         f"{len(index)} images of {len(index.identity_names)} identities, {index.dim}-d embeddings "
@@ -102,14 +123,35 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ search
+def _search_threshold(args: argparse.Namespace, gallery) -> tuple[float | None, str | None]:
+    """(cosine threshold, where it came from): --threshold, else the report's verification threshold, else
+    None (closed-set search)."""
+    from petal_peft.cli import CliError
+    from petal_peft.inference import check_threshold_applies, threshold_from_report
+
+    if args.threshold is not None:
+        if not -1.0 <= args.threshold <= 1.0:
+            raise CliError(f"--threshold is a cosine similarity in [-1, 1], got {args.threshold}.")
+        return float(args.threshold), "threshold given on the command line (cosine similarity)"
+    if args.report is None:
+        return None, None
+    threshold = threshold_from_report(args.report, mode=args.report_mode, encoder=gallery.info.get("encoder"))
+    check_threshold_applies(threshold, gallery.info)
+    return threshold.cosine, threshold.describe()
+
+
 def run_search(args: argparse.Namespace) -> int:
     from petal_peft.cli import CliError
     from petal_peft.files import write_json_atomic
     from petal_peft.inference import EmbeddingIndex, embed_images, search
+    from petal_peft.outputs import check_output_file
 
     if (args.probes is None) == (args.images is None):
         raise CliError("give the probes either embedded (--probes FILE) or as images (--images DIR with --model).")
+    if args.out:
+        check_output_file(args.out, overwrite=args.overwrite)  # before anything is loaded or embedded
     gallery = EmbeddingIndex.load(args.gallery)
+    threshold, source = _search_threshold(args, gallery)
     if args.probes is not None:
         probes = EmbeddingIndex.load(args.probes)
     else:
@@ -117,27 +159,41 @@ def run_search(args: argparse.Namespace) -> int:
         if args.encoder is None and args.proxy_encoders is not None:
             args.encoder = "probe"  # probes are the low-quality side
         probes = embed_images(
-            args.images, _encoder(args), align=args.align, num_workers=args.num_workers, progress=not args.no_progress
+            args.images,
+            _encoder(args),
+            align=args.align,
+            num_workers=args.num_workers,
+            progress=not args.no_progress,
+            skip_bad_images=args.skip_corrupt_images,
         )
-    result = search(gallery, probes, top_k=args.top_k)
+        _report_skipped(probes, "the results (probes.skipped_images)" if args.out else "this message")
+    result = search(gallery, probes, top_k=args.top_k, threshold=threshold, threshold_source=source)
     if args.out:
         write_json_atomic(args.out, result.to_json())
-    if not args.out or args.print_all:
+    if args.json:
+        print_json(result.to_json())
+    elif not args.out or args.print_all:
+        if source:
+            print(source)
         for r in result.results:
             cells = "\t".join(f"{m.identity} ({m.score:.3f})" for m in r.matches)
-            print(f"{r.probe_file}\t{cells}")
+            answer = f"{r.answer}\t" if threshold is not None else ""
+            print(f"{r.probe_file}\t{answer}{cells}")
     rates = result.rates()
     summary = (
         f"{len(result.results)} probes against {len(gallery)} gallery images of "
         f"{len(gallery.identity_names)} identities"
     )
+    if threshold is not None:
+        unknown = sum(r.answer == "unknown" for r in result.results)
+        summary += f"; {unknown} answered unknown (best score below {threshold:.4g})"
     if rates:
         summary += f"; {result.num_mated} probes have their identity in the gallery: " + ", ".join(
             f"{k} {v:.1f}%" for k, v in rates.items()
         )
-    print(summary, file=sys.stderr if not args.out else sys.stdout)
+    print(summary, file=sys.stderr if args.json or not args.out else sys.stdout)
     if args.out:
-        print(f"results: {args.out}")
+        print(f"results: {args.out}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -166,6 +222,10 @@ def run_verify(args: argparse.Namespace) -> int:
         raise CliError("give either --embeddings (already embedded) or --model (embed now), not both.")
     if (args.report is None) == (args.threshold is None):
         raise CliError("give the threshold's source: --report REPORT.json (from petal-peft eval), or --threshold.")
+    if args.out:
+        from petal_peft.outputs import check_output_file
+
+        check_output_file(args.out, overwrite=args.overwrite)  # before anything is loaded or embedded
     pairs, labels = ([(args.images[0], args.images[1])], None) if args.images else read_pairs(args.pairs)
 
     if args.embeddings:
@@ -185,6 +245,10 @@ def run_verify(args: argparse.Namespace) -> int:
             args.encoder = "gallery"  # eval's default pair role; checked against the report below
         encoder = _encoder(args)
         info = encoder.info
+        if args.report:  # refuse a threshold that does not apply before embedding anything
+            check_threshold_applies(
+                threshold_from_report(args.report, mode=args.report_mode, encoder=info.get("encoder")), info
+            )
         embedded = embed_paths(paths, encoder, align=args.align, progress=not args.no_progress)["embeddings"]
         row = {p: i for i, p in enumerate(paths)}
         emb_a = embedded[[row[a] for a, _ in pairs_abs]]
@@ -192,7 +256,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
     if args.report:
         threshold = threshold_from_report(args.report, mode=args.report_mode, encoder=info.get("encoder"))
-        check_threshold_applies(threshold, info)
+        if args.embeddings:  # embedded now: checked above, before embedding
+            check_threshold_applies(threshold, info)
         value, source = threshold.value, threshold.describe()
     else:
         value, source = float(args.threshold), "threshold given on the command line (squared L2)"
@@ -200,9 +265,11 @@ def run_verify(args: argparse.Namespace) -> int:
             raise CliError(f"--threshold is a squared L2 distance between unit embeddings, in (0, 4]; got {value}.")
     distances = pair_distances(torch.as_tensor(emb_a), torch.as_tensor(emb_b))
     same = distances < value
-    print(source)
-    for (a, b), d, s in zip(pairs, distances, same):
-        print(f"{'same' if s else 'different'}\t{d:.4f}\t{a}\t{b}")
+    text = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the JSON document alone
+    print(source, file=text)
+    if not args.json:
+        for (a, b), d, s in zip(pairs, distances, same):
+            print(f"{'same' if s else 'different'}\t{d:.4f}\t{a}\t{b}")
     result: dict = {
         "threshold": value,
         "threshold_source": source,
@@ -215,10 +282,12 @@ def run_verify(args: argparse.Namespace) -> int:
         truth = np.asarray(labels, dtype=bool)
         accuracy = 100.0 * float((same == truth).mean())
         result["accuracy_percent"] = accuracy
-        print(f"accuracy {accuracy:.2f}% over {len(pairs)} labelled pairs")
+        print(f"accuracy {accuracy:.2f}% over {len(pairs)} labelled pairs", file=text)
     if args.out:
         write_json_atomic(args.out, result)
-        print(f"decisions: {args.out}")
+        print(f"decisions: {args.out}", file=text)
+    if args.json:
+        print_json(result)
     return 0
 
 
@@ -236,6 +305,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     embed.add_argument("--chunk-size", type=int, default=1024, help="images per saved chunk (the unit of resuming)")
     embed.add_argument("--overwrite", action="store_true", help="replace an existing finished index")
     embed.add_argument("--restart", action="store_true", help="discard an interrupted run made with other settings")
+    _skip_argument(embed, "images")
     embed.set_defaults(func=run_embed)
 
     search = subparsers.add_parser(
@@ -247,9 +317,24 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     search.add_argument("--gallery", required=True, help="gallery index written by petal-peft embed")
     search.add_argument("--probes", help="probe index written by petal-peft embed")
     search.add_argument("--images", help="folder of probe images to embed now (needs --model)")
-    search.add_argument("--top-k", type=int, default=5)
-    search.add_argument("--out", help="write all results as JSON here")
+    search.add_argument("--top-k", type=int, default=5, help="identities listed per probe (default 5)")
+    search.add_argument(
+        "--threshold",
+        type=float,
+        help="open-set search: a probe whose best identity scores below this cosine similarity is answered "
+        "'unknown' (default: from --report, else none: every probe gets its best identity)",
+    )
+    search.add_argument(
+        "--report",
+        help="JSON report of petal-peft eval --benchmark verification: its threshold (as a cosine similarity, "
+        "1 - d/2) becomes the default --threshold",
+    )
+    search.add_argument("--report-mode", choices=("plain", "gate", "proxy"), help="which mode's threshold to use")
+    search.add_argument("--out", help="write all results as JSON here (an existing file needs --overwrite)")
+    search.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    _skip_argument(search, "probe images (--images)")
     search.add_argument("--print-all", action="store_true", help="print every probe's matches even with --out")
+    add_json_argument(search)
     add_encoder_arguments(search, model_required=False)
     search.set_defaults(func=run_search)
 
@@ -260,12 +345,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "below the threshold that petal-peft eval --benchmark verification measured (results.<mode>.threshold).",
     )
     verify.add_argument("images", nargs="*", metavar="IMAGE", help="two images to compare")
-    verify.add_argument("--pairs", help="pair list: '<image_a> <image_b> [label]' per line")
+    verify.add_argument(
+        "--pairs",
+        help="pair list: '<image_a> <image_b> [label]' per line, separated by tabs, commas or (paths without "
+        "spaces) spaces; LFW's 'fold,label,img1,img2' CSV too",
+    )
     verify.add_argument("--embeddings", help="index written by petal-peft embed holding the pairs' images")
     verify.add_argument("--report", help="JSON report of petal-peft eval --benchmark verification")
     verify.add_argument("--report-mode", choices=("plain", "gate", "proxy"), help="which mode's threshold to use")
     verify.add_argument("--threshold", type=float, help="squared L2 threshold instead of a report")
-    verify.add_argument("--out", help="write the decisions as JSON here")
+    verify.add_argument("--out", help="write the decisions as JSON here (an existing file needs --overwrite)")
+    verify.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    add_json_argument(verify)
     add_encoder_arguments(verify, model_required=False)
     verify.set_defaults(func=run_verify)
     return embed

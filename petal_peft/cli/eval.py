@@ -8,21 +8,39 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
+
+from .common import (
+    add_device_arguments,
+    add_estimator_arguments,
+    add_image_arguments,
+    add_json_argument,
+    add_model_argument,
+    add_progress_argument,
+    print_json,
+)
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from petal_peft.evaluation import EVALUATORS
 
     p = parser
-    p.add_argument("--model", required=True, help="base model: local folder or Hub id (loaded with AutoModel)")
+    add_model_argument(p, extra="; loaded with AutoModel")
     p.add_argument("--adapter", help="folder of a quality-gated adapter (PeftModel.from_pretrained)")
     p.add_argument(
         "--proxy-encoders",
-        help="folder written by petal_peft.export_proxy_encoders (gallery_encoder/, probe_encoder/)",
+        help="folder written by petal-peft export proxy (gallery_encoder/, probe_encoder/)",
     )
     p.add_argument("--benchmark", required=True, choices=EVALUATORS.names(), help="which benchmark protocol")
     p.add_argument("--data", required=True, help="benchmark data: TinyFace folder, .bin / pair list, IJB root")
-    p.add_argument("--out", required=True, help="output folder for the JSON report and plots")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder for the JSON report and plots (may hold other reports; an existing report of this "
+        "benchmark needs --overwrite)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report (and plots) in --out")
     p.add_argument(
         "--modes",
         nargs="+",
@@ -30,24 +48,16 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         help="embedding modes to run and compare: plain = base model without adapter, gate = adapter with "
         "per-image quality, proxy = encoders merged at q=1 (gallery) / q=0 (probe). Default: all that apply.",
     )
-    p.add_argument(
-        "--quality-estimator", help="registered quality estimator for the gate mode (overrides the adapter's)"
-    )
-    p.add_argument("--quality-estimator-kwargs", type=json.loads, default={}, help="JSON dict for the estimator")
+    add_estimator_arguments(p, what="for the gate mode; overrides the adapter's")
     p.add_argument(
         "--pair-role",
         choices=("gallery", "probe"),
         default="gallery",
         help="proxy mode on verification / IJB: which encoder embeds both sides of a pair (default: gallery, q=1)",
     )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for image decoding")
-    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
-    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    add_device_arguments(p)
     p.add_argument("--no-flip", action="store_true", help="disable the flip test (not the paper's protocol)")
-    p.add_argument("--image-size", type=int, help="input size (default: the model config's image_size)")
-    p.add_argument("--image-mean", type=float, nargs="+", help="normalisation mean (1 or 3 values)")
-    p.add_argument("--image-std", type=float, nargs="+", help="normalisation std (1 or 3 values)")
+    add_image_arguments(p)
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 5, 10, 20], help="tinyface: CMC ranks to report")
     p.add_argument("--ijb-subset", choices=("ijbb", "ijbc"), help="ijb: which set (default: detected from meta/)")
     p.add_argument(
@@ -57,8 +67,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         help="ijb: TAR at the ROC point nearest to each FAR (insightface/CVLface) or best with FAR <= target",
     )
     p.add_argument("--no-detector-score", action="store_true", help="ijb: do not weight images by detector score")
-    p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-plots", action="store_true", help="write the JSON report only, no plots")
+    add_progress_argument(p)
+    add_json_argument(p)
     p.set_defaults(func=run_eval)
     return p
 
@@ -69,11 +80,20 @@ def run_eval(args: argparse.Namespace) -> int:
     from petal_peft.embedding.loading import load_base_model
     from petal_peft.embedding.runtime import resolve_device
     from petal_peft.evaluation import build_embedders, build_transform, evaluate
+    from petal_peft.inference.provenance import (
+        adapter_file_fingerprint,
+        base_model_fingerprint,
+        proxy_adapter_fingerprint,
+        weights_record,
+    )
+    from petal_peft.outputs import check_output_folder
 
+    check_output_folder(args.out, overwrite=args.overwrite, existing_ok=True)  # before the model is loaded
     device = resolve_device(args.device)
     dtype = getattr(torch, args.dtype)
-    base = load_base_model(args.model, dtype=dtype)
-    base.to(device).eval()
+    base = load_base_model(args.model, dtype=torch.float32)  # fingerprinted in float32, then cast
+    base_weights = base_model_fingerprint(base)
+    base.to(device=device, dtype=dtype).eval()
     embedders, settings = build_embedders(
         base,
         adapter_path=args.adapter,
@@ -87,6 +107,13 @@ def run_eval(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         device=device,
         progress=not args.no_progress,
+    )
+    # after build_embedders, whose loader names a damaged adapter in one line
+    weights = weights_record(
+        base_weights,
+        adapter_file_fingerprint(args.adapter)
+        if args.adapter
+        else (proxy_adapter_fingerprint(args.proxy_encoders) if args.proxy_encoders else None),
     )
     transform = build_transform(
         base,
@@ -117,11 +144,17 @@ def run_eval(args: argparse.Namespace) -> int:
             "dtype": args.dtype,
             "flip_test": not args.no_flip,
             "gate_settings": settings,
+            "weights": weights,
         },
         make_plots=not args.no_plots,
+        overwrite=args.overwrite,
     )
-    print(format_summary(report))
-    print(f"report: {report['report_path']}")
+    if args.json:
+        print_json(json.loads(Path(report["report_path"]).read_text(encoding="utf-8")))
+        print(f"report: {report['report_path']}", file=sys.stderr)
+    else:
+        print(format_summary(report))
+        print(f"report: {report['report_path']}")
     return 0
 
 

@@ -9,13 +9,25 @@ transformers checkpoints.
 from __future__ import annotations
 
 import argparse
-import json
+
+from .common import add_estimator_arguments, add_image_arguments, add_model_argument, add_progress_argument
 
 
 def _add_source_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="base model: local folder or Hub id (loaded with AutoModel)")
+    add_model_argument(p, extra="; loaded with AutoModel")
     p.add_argument("--adapter", required=True, help="folder of the quality-gated adapter trained on --model")
-    p.add_argument("--out", required=True, help="output folder (written whole or not at all; replaced if present)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder: new or empty (an existing one needs --overwrite; only the export's own files are "
+        "ever replaced, nothing else in it is touched)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an existing, non-empty --out: replace a previous export there, leave everything else",
+    )
+    add_progress_argument(p)
 
 
 def run_onnx(args: argparse.Namespace) -> int:
@@ -36,6 +48,7 @@ def run_onnx(args: argparse.Namespace) -> int:
             quality_estimator_kwargs=args.quality_estimator_kwargs,
             check=not args.no_check,
             tolerance=args.tolerance,
+            overwrite=args.overwrite,
         )
     except MissingExtraError as err:
         raise CliError(str(err)) from err
@@ -53,7 +66,9 @@ def run_onnx(args: argparse.Namespace) -> int:
 def run_proxy(args: argparse.Namespace) -> int:
     from petal_peft import export_proxy_encoders
     from petal_peft.export import load_adapter, load_base_model
+    from petal_peft.outputs import check_output_folder
 
+    check_output_folder(args.out, overwrite=args.overwrite)  # before the model is loaded
     peft_model = load_adapter(load_base_model(args.model), args.adapter)
     paths = export_proxy_encoders(peft_model, args.out)
     for path in paths.values():
@@ -83,11 +98,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
     onnx.add_argument("--parts", nargs="+", choices=PARTS, help="which graphs to export (default: all that apply)")
     onnx.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ai.onnx opset (default {DEFAULT_OPSET})")
-    onnx.add_argument("--image-size", type=int, help="input size (default: the model config's image_size)")
-    onnx.add_argument("--image-mean", type=float, nargs="+", help="normalisation mean recorded in the card")
-    onnx.add_argument("--image-std", type=float, nargs="+", help="normalisation std recorded in the card")
-    onnx.add_argument("--quality-estimator", help="registered estimator for gated_estimator (overrides the adapter's)")
-    onnx.add_argument("--quality-estimator-kwargs", type=json.loads, default={}, help="JSON dict for the estimator")
+    add_image_arguments(onnx, recorded=True)
+    add_estimator_arguments(onnx, what="for gated_estimator; overrides the adapter's")
     onnx.add_argument("--no-check", action="store_true", help="skip the onnxruntime vs PyTorch parity check")
     onnx.add_argument(
         "--tolerance",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import re
 import secrets
 import shutil
 import time
@@ -100,7 +101,7 @@ def read_state_dict(path: str | os.PathLike, what: str, progress: bool = True) -
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file (expected a {what}).")
+        raise FileNotFoundError(f"{path}: no such file (expected {with_article(what)}).")
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; pass the {what} file itself (e.g. .../model.pt).")
     if progress:
@@ -123,15 +124,29 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def with_article(noun: str) -> str:
+    """``noun`` preceded by "a" or "an" ("an insightface ...", "a PETALface ...")."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+#: the global torch's weights-only unpickler refused, in its messages of torch 2.4 to 2.13
+_REFUSED_GLOBAL = re.compile(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL)\s+([\w.]+)", re.IGNORECASE)
+
+
 def _unpickling_error(err: pickle.UnpicklingError, path: Path, what: str) -> CheckpointFormatError:
-    """torch's weights-only unpickler stopped: either at a global it will not import (code), or at garbage."""
+    """torch's weights-only unpickler stopped: either at a global it will not import (code), or at garbage.
+
+    torch's own advice ("re-running with weights_only=False will likely succeed") is left out on purpose: for a
+    file that names code to run, that is exactly what must not be done."""
     text = str(err)
-    detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0] if text.strip() else ""
-    if "Unsupported global" in text or "GLOBAL" in text:
+    refused = _REFUSED_GLOBAL.search(text)
+    if refused:
         return CheckpointFormatError(
-            f"{path}: refused to load: the pickle holds objects other than tensors and plain containers, which "
-            f"would run code if unpickled ({detail}). A {what} is a plain state dict; it was not executed."
+            f"{path}: refused to load: the pickle names `{refused.group(1)}`, code that would run if it were "
+            f"unpickled; {with_article(what)} is a plain state dict of tensors. The file was not executed."
         )
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    detail = lines[0] if lines else type(err).__name__
     return CheckpointFormatError(f"{path} is not a PyTorch checkpoint (unreadable pickle: {detail}).")
 
 
@@ -152,16 +167,18 @@ def _as_state_dict(loaded: Any, path: Path, what: str) -> dict[str, torch.Tensor
                 break
     if not isinstance(loaded, Mapping) or not loaded:
         raise CheckpointFormatError(
-            f"{path} holds a {type(loaded).__name__}, not a state dict (name -> tensor); expected a {what}."
+            f"{path} holds a {type(loaded).__name__}, not a state dict (name -> tensor); expected {with_article(what)}."
         )
     state: dict[str, torch.Tensor] = {}
     for key, value in loaded.items():
         if not isinstance(key, str):
-            raise CheckpointFormatError(f"{path}: state-dict key {key!r} is not a string; expected a {what}.")
+            raise CheckpointFormatError(
+                f"{path}: state-dict key {key!r} is not a string; expected {with_article(what)}."
+            )
         if not isinstance(value, torch.Tensor):
             raise CheckpointFormatError(
-                f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor; expected a {what} (a plain state "
-                "dict)."
+                f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor; expected {with_article(what)} "
+                "(a plain state dict)."
             )
         state[key] = value
     if all(key.startswith("module.") for key in state):

@@ -14,6 +14,9 @@ LoRA factors inside those layers: two branches on every ``attn.qkv`` (the PETALf
 * the head's single un-gated branch is stored in BOTH branches of the adapter's ``embedding_head.projection``:
   ``s B A (q x) + s B A ((1 - q) x) = s B A x`` for every real q, so it stays un-gated in every gate mode (bounded
   or not) and is still trainable; disabling the adapter still gives the pretrained model.
+
+PETALface's IResNet checkpoints (single-branch LoRA on every convolution and on ``fc``) are recognised by their key
+names and converted by :mod:`petal_peft.convert.iresnet` into a face-IResNet folder and a plain PEFT LoRA adapter.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 
 from .adapter import BranchFactors, ModuleFactors
 from .common import CheckpointFormatError, ConversionResult, Stopwatch, check_layout, parse_dtype, read_state_dict
+from .iresnet import convert_iresnet_state, is_iresnet_state_dict
 from .output import IQA_HIGHER_IS_BETTER, check_iqa, load_mapped_weights, missing_key_error, write_conversion
 
 __all__ = [
@@ -379,6 +383,10 @@ def convert_petalface_checkpoint(
     """Convert a PETALface ``model.pt`` into ``out_dir/base`` (a face-Swin folder) and, when it holds LoRA weights,
     ``out_dir/adapter`` (a PEFT adapter folder).
 
+    A PETALface IResNet checkpoint (``layer1.0.conv1.trainable_lora_down.weight`` ...) becomes a face-IResNet folder
+    and a plain PEFT LoRA adapter (PEFT's own Conv2d / Linear LoRA, ``lora_alpha / r = lora_scale``) that reproduces
+    the reference forward; its LoRA has a single branch, so ``iqa`` and ``gate_threshold`` do not apply to it.
+
     ``iqa``: the image-quality metric the checkpoint was trained with (``"brisque"`` or ``"cnniqa"``), which
     decides which reference branch is the high-quality one. ``lora_scale``: the reference's ``--lora_scale`` (1 in
     every released run). ``dtype``: cast the weights (``"float16"``, ...; default: keep). ``gate_threshold``: the
@@ -396,6 +404,10 @@ def convert_petalface_checkpoint(
     torch_dtype = parse_dtype(dtype)
     source = str(path)
     state = read_state_dict(path, WHAT, progress=progress)
+    if is_iresnet_state_dict(state):
+        return convert_iresnet_state(
+            state, out_dir, source=source, lora_scale=lora_scale, dtype=torch_dtype, overwrite=overwrite, clock=clock
+        )
     arch = infer_swin_architecture(state, source)
     shapes, ignorable = reference_shapes(arch)
     check_layout(state, shapes, ignorable, source, _arch_text(arch))

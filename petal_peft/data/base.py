@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
 from petal_peft.data.errors import DataValidationError
 from petal_peft.data.transforms import STREAM_FLIP, FaceTransform, LowResolutionDegradation, sample_generator
+from petal_peft.images import IMAGE_EXTENSIONS, ImageReadError, read_image
 
 __all__ = ["FaceDataset", "FaceSubset", "IMAGE_EXTENSIONS", "open_rgb"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
 
 def open_rgb(source: str | os.PathLike | bytes, name: str | None = None) -> Image.Image:
-    """Decode an image (path or encoded bytes) fully into RGB; bad data raises DataValidationError."""
-    label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    """Decode an image (path or encoded bytes) into 8-bit RGB with :func:`petal_peft.images.read_image`; bad
+    data (and images over the size cap) raise DataValidationError."""
     try:
-        fp = io.BytesIO(source) if isinstance(source, bytes) else source
-        with Image.open(fp) as img:
-            img.load()
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise DataValidationError(f"{label}: image file not found.") from None
-    except UnidentifiedImageError:
-        raise DataValidationError(f"{label}: not a readable image (unknown or corrupt format).") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataValidationError(f"{label}: unreadable or truncated image ({exc}).") from exc
+        return read_image(source, name=name)
+    except ImageReadError as exc:
+        raise DataValidationError(str(exc)) from None
 
 
 class FaceDataset(Dataset):

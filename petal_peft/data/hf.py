@@ -14,6 +14,7 @@ from petal_peft.data.errors import DataValidationError
 from petal_peft.data.folder import natural_key
 from petal_peft.data.transforms import FaceTransform, LowResolutionDegradation
 from petal_peft.data.validation import validate_face_dataset
+from petal_peft.images import to_rgb8
 
 __all__ = ["HFFaceDataset", "load_hf_face_dataset"]
 
@@ -140,7 +141,7 @@ class HFFaceDataset(FaceDataset):
             raise DataValidationError(f"{self.description} row {index}: cannot decode image ({exc}).") from exc
         name, source = self._value_to_source(index, value)
         if isinstance(source, Image.Image):
-            return source.convert("RGB")
+            return to_rgb8(source)  # 16-bit images scaled, not clipped
         return open_rgb(source, name)
 
 

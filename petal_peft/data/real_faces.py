@@ -7,7 +7,7 @@ reads sets that a user obtains once and keeps locally:
 - ``"olivetti"``: the Olivetti / AT&T (ORL) faces, 40 people x 10 grey 64x64 images, from scikit-learn's
   cache (``sklearn.datasets.fetch_olivetti_faces`` run once on a machine with internet; it is never
   downloaded here), or from ``$PETAL_PEFT_OLIVETTI`` pointing at that cache folder.
-- ``"folder"``: any ``root/<identity>/<image>`` tree (png, jpg, jpeg, pgm, bmp), e.g. the AT&T
+- ``"folder"``: any ``root/<identity>/<image>`` tree (every type of ``petal_peft.images``), e.g. the AT&T
   ``att_faces/s1/1.pgm`` layout.
 
 Grey images become 3-channel RGB. Identity splits are by person, never by image, so the pretrain, adapt
@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from petal_peft.files import atomic_directory
+from petal_peft.images import IMAGE_EXTENSIONS, read_image
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -41,7 +42,7 @@ __all__ = [
     "write_train_folder",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".bmp")
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # one list of image types for every command
 
 OLIVETTI_HOWTO = (
     "The Olivetti/AT&T faces are not in any package registry reachable offline. On a machine with internet "
@@ -102,8 +103,7 @@ def load_folder_faces(root: str | os.PathLike) -> list[FaceSample]:
         identity = _check_identity(person.name.replace("_", "-"))
         for f in sorted(person.iterdir()):
             if f.suffix.lower() in IMAGE_SUFFIXES:
-                with Image.open(f) as im:
-                    samples.append(FaceSample(_to_rgb(im.copy()), identity))
+                samples.append(FaceSample(read_image(f), identity))
     if not samples:
         raise RealFacesUnavailableError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}/<identity>/.")
     return samples

@@ -30,6 +30,7 @@ from petal_peft.data.errors import DataValidationError
 from petal_peft.data.transforms import FaceTransform, LowResolutionDegradation
 from petal_peft.data.validation import validate_face_dataset
 from petal_peft.files import write_file_atomic
+from petal_peft.images import to_rgb8
 
 __all__ = [
     "IRHeader",
@@ -166,7 +167,7 @@ def _encode_image(image: Any, jpeg_quality: int) -> bytes:
         return Path(image).read_bytes()
     if isinstance(image, Image.Image):
         buf = io.BytesIO()
-        image.convert("RGB").save(buf, format="JPEG", quality=jpeg_quality)
+        to_rgb8(image).save(buf, format="JPEG", quality=jpeg_quality)
         return buf.getvalue()
     raise TypeError(f"image must be encoded bytes, a file path or a PIL image, got {type(image).__name__}.")
 

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
+from petal_peft.images import to_rgb8
+
 __all__ = [
     "DegradationResult",
     "FaceTransform",
@@ -53,7 +55,7 @@ def sample_generator(seed: int, index: int, epoch: int = 0, stream: int = 0) -> 
 
 def _to_rgb(image: Any) -> Image.Image:
     if isinstance(image, Image.Image):
-        return image if image.mode == "RGB" else image.convert("RGB")
+        return to_rgb8(image)  # 16-bit and float images scaled, not clipped
     if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim in (2, 3):
         return Image.fromarray(image).convert("RGB")
     raise TypeError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 
 from petal_peft.data.base import open_rgb
 from petal_peft.data.errors import DataValidationError
+from petal_peft.images import size_problem
 
 __all__ = ["check_image_file", "find_unusable_images", "validate_face_dataset", "validate_labels"]
 
@@ -40,9 +42,17 @@ def check_image_file(name: str, source: str | bytes) -> str | None:
         if not isinstance(source, bytes) and os.path.getsize(source) == 0:
             return "empty file (0 bytes)"
         fp = io.BytesIO(source) if isinstance(source, bytes) else source
-        with Image.open(fp) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # size_problem applies our cap
+            img = Image.open(fp)
+        with img:
             fmt = img.format
+            too_large = size_problem(img)
+            if too_large:
+                return too_large
             img.verify()
+    except Image.DecompressionBombError as exc:
+        return f"image too large, a decompression bomb ({exc})"
     except FileNotFoundError:
         return "file not found"
     except UnidentifiedImageError:

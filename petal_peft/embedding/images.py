@@ -7,7 +7,6 @@ normalised with the processor's mean / std.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +16,20 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from petal_peft.images import IMAGE_EXTENSIONS, list_image_files, read_image, to_rgb8
+
+__all__ = [
+    "ARCFACE_TEMPLATE_112",
+    "IMAGE_EXTENSIONS",
+    "AlignedImageDataset",
+    "EncodedImageDataset",
+    "ImagePathDataset",
+    "ImageTransform",
+    "SubsetDataset",
+    "align_face",
+    "list_images",
+    "similarity_transform",
+]
 
 #: The ArcFace 112x112 five-point template (eyes, nose, mouth corners) used to align IJB loose crops.
 ARCFACE_TEMPLATE_112 = np.array(
@@ -54,7 +66,7 @@ class ImageTransform:
             raise ValueError(f"image_std must be > 0, got {self.std}.")
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = image.convert("RGB")
+        image = to_rgb8(image)
         height, width = self.size
         if image.size != (width, height):
             image = image.resize((width, height), Image.BILINEAR)
@@ -65,20 +77,13 @@ class ImageTransform:
 
 
 def list_images(folder: str | os.PathLike) -> list[str]:
-    """Image files directly in ``folder`` and below, sorted for a deterministic order."""
-    out = []
-    for root, _, files in os.walk(folder):
-        out.extend(os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
-    return sorted(out)
+    """Image files (:data:`~petal_peft.images.IMAGE_EXTENSIONS`) in ``folder`` and below, sorted."""
+    return list_image_files(folder)
 
 
 def _open(source: str | bytes, what: str) -> Image.Image:
-    try:
-        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        image.load()
-        return image
-    except Exception as err:
-        raise ValueError(f"cannot read image {what}: {type(err).__name__}: {err}") from None
+    """:func:`petal_peft.images.read_image`: 8-bit RGB, upright, size-capped; ImageReadError names ``what``."""
+    return read_image(source, name=what)
 
 
 class ImagePathDataset(Dataset):
@@ -136,7 +141,7 @@ def align_face(image: Image.Image, landmarks: np.ndarray, output_size: int = 112
     dst = ARCFACE_TEMPLATE_112 * (output_size / 112.0)
     m = np.vstack([similarity_transform(lmk, dst), [0.0, 0.0, 1.0]])
     inv = np.linalg.inv(m)  # PIL maps output pixels back to input pixels
-    return image.convert("RGB").transform(
+    return to_rgb8(image).transform(
         (output_size, output_size), Image.AFFINE, data=tuple(inv[:2].reshape(-1)), resample=Image.BILINEAR
     )
 

@@ -70,12 +70,17 @@ def evaluate(
     evaluator_options: Mapping[str, Any] | None = None,
     model_info: Mapping[str, Any] | None = None,
     make_plots: bool = True,
+    overwrite: bool = True,
 ) -> dict[str, Any]:
     """Evaluate every embedder on one benchmark; write ``<dataset>_report.json`` and PNG plots to ``out_dir``.
 
     ``benchmark`` is a registered name (``EVALUATORS.names()``), built with ``data_path``, ``transform`` and
-    ``evaluator_options``, or a ready :class:`Evaluator`. Returns the report dict.
+    ``evaluator_options``, or a ready :class:`Evaluator`. Returns the report dict. With ``overwrite=False`` an
+    existing report is refused before any image is embedded; the output folder is checked then too.
     """
+    from petal_peft.outputs import check_output_file, check_output_folder
+
+    check_output_folder(out_dir, overwrite=overwrite, existing_ok=True)
     if not embedders:
         raise ValueError("no embedders to evaluate.")
     if isinstance(benchmark, Evaluator):
@@ -86,6 +91,8 @@ def evaluate(
         evaluator = EVALUATORS.build(
             benchmark, data_path=data_path, transform=transform, **dict(evaluator_options or {})
         )
+    report_path = os.path.join(out_dir, f"{evaluator.dataset_name}_report.json")
+    check_output_file(report_path, overwrite=overwrite, flag="--out: report")
     results = {}
     for label, embedder in embedders.items():
         logger.info("evaluating %s on %s with %s", label, evaluator.dataset_name, embedder.describe())
@@ -113,7 +120,7 @@ def evaluate(
         "petal_peft_version": _version(),
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    report["report_path"] = write_json_atomic(os.path.join(out_dir, f"{evaluator.dataset_name}_report.json"), report)
+    report["report_path"] = write_json_atomic(report_path, report)
     return report
 
 

@@ -3,12 +3,14 @@
 
 Data: an insightface ``.bin`` (read with a restricted unpickler), or a pair list: a text file (or a folder
 holding ``pairs.txt`` / ``pairs.csv``) with one pair per line, ``<image_a> <image_b> <label>`` separated by
-spaces, tabs or commas, paths relative to the list's folder, label 1/0 (also true/false, same/diff).
+tabs or commas (paths may then hold spaces) or spaces, paths relative to the list's folder, label 1/0 (also
+true/false, same/diff); an optional header row names the columns (LFW's ``fold,label,img1,img2``).
 Both images of a pair are embedded in the ``pair`` role.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 
@@ -25,29 +27,79 @@ _FALSE = {"0", "false", "diff", "different", "no", "impostor"}
 PAIR_LIST_NAMES = ("pairs.txt", "pairs.csv")
 
 
+_IMAGE_COLUMNS = re.compile(
+    r"^(img|image|path|file|photo)[ _-]?(1|2|a|b)$|^(a|b|first|second|left|right)$", re.IGNORECASE
+)
+_LABEL_COLUMNS = {"label", "same", "is_same", "issame", "match", "genuine", "y"}
+
+
+def _split_pair_line(line: str) -> list[str]:
+    """Fields of one line: tab-separated when it has a tab, CSV (quotes allowed) when it has a comma, else
+    whitespace-separated. Tabs and commas let paths contain spaces."""
+    if "\t" in line:
+        return [x.strip() for x in line.split("\t") if x.strip()]
+    if "," in line:
+        return [x.strip() for x in next(csv.reader([line], skipinitialspace=True)) if x.strip()]
+    return line.split()
+
+
+def _header_columns(fields: list[str]) -> tuple[int, int, int | None] | None:
+    """(column of image a, of image b, of the label or None) when ``fields`` is a header row naming them, e.g.
+    LFW's ``fold,label,img1,img2`` or ``image_a,image_b,label``; None when it is not a header."""
+    names = [f.lower() for f in fields]
+    if any(n in _TRUE | _FALSE for n in names):
+        return None
+    images = [i for i, n in enumerate(names) if _IMAGE_COLUMNS.match(n)]
+    labels = [i for i, n in enumerate(names) if n in _LABEL_COLUMNS]
+    if len(images) != 2 or len(labels) > 1:
+        return None
+    return images[0], images[1], (labels[0] if labels else None)
+
+
 def read_pair_rows(path: str | os.PathLike) -> tuple[list[tuple[str, str]], list[bool] | None]:
-    """A pair list as written: ``<image_a> <image_b> [label]`` per line (spaces, tabs or commas; ``#`` comments;
-    an optional header row), labels on every line or on none (then None)."""
+    """A pair list as written: ``<image_a> <image_b> [label]`` per line, labels on every line or on none (then
+    None).
+
+    Fields are separated by tabs or commas (then paths may hold spaces; CSV quoting works) or, for paths without
+    spaces, by spaces. ``#`` starts a comment line. An optional header row names the columns, so other columns may
+    come along: LFW's own ``fold,label,img1,img2``, or ``image_a,image_b,label``.
+    """
     pairs: list[tuple[str, str]] = []
     labels: list[bool] = []
-    with open(path, encoding="utf-8") as f:
+    columns: tuple[int, int, int | None] | None = None
+    width: int | None = None
+    with open(path, encoding="utf-8-sig") as f:
         for line_no, line in enumerate(f, 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            fields = [x for x in re.split(r"[,\t ]+", line) if x]
-            if len(fields) not in (2, 3):
+            fields = _split_pair_line(line)
+            if not pairs and columns is None:
+                columns = _header_columns(fields)
+                if columns is not None:
+                    width = len(fields)
+                    continue
+            if columns is not None:
+                if len(fields) != width:
+                    raise ValueError(
+                        f"{path}:{line_no}: the header names {width} columns, this line has {len(fields)}: {line!r} "
+                        "(a path with spaces needs tab- or comma-separated fields)."
+                    )
+                a, b, label_column = columns
+                row = [fields[a], fields[b]] + ([fields[label_column]] if label_column is not None else [])
+            else:
+                row = fields
+            if len(row) not in (2, 3):
                 raise ValueError(
-                    f"{path}:{line_no}: expected '<image_a> <image_b> [label]', got {len(fields)} fields: {line!r}."
+                    f"{path}:{line_no}: expected '<image_a> <image_b> [label]', got {len(row)} fields: {line!r} "
+                    "(a path with spaces needs tab- or comma-separated fields)."
                 )
-            if len(fields) == 3:
-                label = fields[2].lower()
+            if len(row) == 3:
+                label = row[2].lower()
                 if label not in _TRUE | _FALSE:
-                    if not pairs:
-                        continue  # a header row such as "image_a,image_b,label"
-                    raise ValueError(f"{path}:{line_no}: label {fields[2]!r} is not 1/0 (or true/false, same/diff).")
+                    raise ValueError(f"{path}:{line_no}: label {row[2]!r} is not 1/0 (or true/false, same/diff).")
                 labels.append(label in _TRUE)
-            pairs.append((fields[0], fields[1]))
+            pairs.append((row[0], row[1]))
     if not pairs:
         raise ValueError(f"{path} lists no pairs.")
     if labels and len(labels) != len(pairs):

@@ -30,9 +30,10 @@ import torch
 from torch import nn
 
 from petal_peft.embedding.loading import describe_model, is_quality_gated, load_adapter, load_base_model
-from petal_peft.files import atomic_directory, write_json_atomic
+from petal_peft.files import write_json_atomic
 
 from .card import CARD_NAME, EXPORTER, build_card, io_spec, render_card_markdown
+from .destination import README_NAME, check_export_destination, export_staging
 from .parity import DEFAULT_TOLERANCE, compare_with_torch, parity_batches
 from .requirements import require_onnx_exporter
 
@@ -288,6 +289,7 @@ def export_onnx(
     low_quality: float = 0.0,
     check: bool = True,
     tolerance: float = DEFAULT_TOLERANCE,
+    overwrite: bool = False,
 ) -> dict[str, str]:
     """Export an adapted face model to ``out_dir`` as ONNX; returns ``{part: path}`` plus ``"card"``.
 
@@ -295,7 +297,9 @@ def export_onnx(
         model: a PeftModel with a quality-gated adapter (then ``adapter=None``), or the base model (a module, a
             model folder or a Hub id) that ``adapter`` was trained on.
         adapter: folder of the quality-gated adapter, or None.
-        out_dir: output folder; written whole or not at all (an existing one is replaced).
+        out_dir: output folder, new or empty; the export is staged and moved in when whole. A folder holding
+            anything else is refused unless ``overwrite``; then only the export's own files (listed in the card
+            of a previous export) are replaced, nothing else in the folder is touched.
         parts: which of :data:`PARTS` to export. Default: the two proxy encoders and ``gated``, plus
             ``gated_estimator`` when the adapter has a quality estimator (skipped with a warning if that
             estimator cannot be exported).
@@ -310,8 +314,11 @@ def export_onnx(
         low_quality: merge quality of the probe encoder.
         check: run every part under onnxruntime against PyTorch (random and smooth images, mixed per-image
             qualities, batch 5 and 1) and raise :class:`ExportParityError` beyond ``tolerance``.
+        tolerance: the largest relative difference accepted by the check.
+        overwrite: write into an existing non-empty folder (see ``out_dir``).
     """
     require_onnx_exporter()
+    check_export_destination(out_dir, PARTS if parts is None else parts, overwrite=overwrite)
     base_source = _source_name(model)
     if adapter is not None:
         if isinstance(model, nn.Module) and is_quality_gated(model):
@@ -357,7 +364,7 @@ def export_onnx(
     was_training = peft_model.training
     peft_model.eval()
     try:
-        with atomic_directory(out_dir) as staging, torch.no_grad():
+        with export_staging(out_dir) as staging, torch.no_grad():
             for part, (module, inputs, outputs, info) in modules.items():
                 path = staging / f"{part}.onnx"
                 what = f"the {part} part of {arch}"
@@ -383,8 +390,9 @@ def export_onnx(
             card = build_card(
                 base_source, base_model, adapter, settings, transform, opset, entries, skipped, tolerance, check
             )
+            (staging / README_NAME).write_text(render_card_markdown(card), encoding="utf-8")
+            card["files"] = sorted([*os.listdir(staging), CARD_NAME])  # what a later --overwrite may replace
             write_json_atomic(staging / CARD_NAME, card)
-            (staging / "README.md").write_text(render_card_markdown(card), encoding="utf-8")
     finally:
         peft_model.train(was_training)
     out = Path(out_dir)

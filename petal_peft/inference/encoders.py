@@ -144,7 +144,16 @@ def build_face_encoder(
         raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}.")
     torch_dtype = getattr(torch, dtype)
     dev = resolve_device(device)
-    base = load_base_model(model, dtype=torch_dtype) if not isinstance(model, nn.Module) else model.eval()
+    from .provenance import adapter_file_fingerprint, base_model_fingerprint, proxy_adapter_fingerprint, weights_record
+
+    if isinstance(model, nn.Module):
+        base = model.eval()
+        base_fingerprint = base_model_fingerprint(base)
+    else:  # loaded in float32 and fingerprinted, then cast: the fingerprint does not depend on --dtype
+        base = load_base_model(model, dtype=torch.float32)
+        base_fingerprint = base_model_fingerprint(base)
+        base = base.to(torch_dtype)
+    adapter_weights = proxy_adapter_fingerprint(proxy_encoders) if proxy_encoders is not None else None
     model_path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
     if model_path is not None and os.path.isdir(model_path):
         model_path = os.path.abspath(model_path)
@@ -152,7 +161,8 @@ def build_face_encoder(
     settings: dict[str, Any] | None = None
     peft_model: nn.Module | None = None
     if adapter is not None:
-        peft_model = load_adapter(base, adapter)
+        peft_model = load_adapter(base, adapter)  # names a damaged adapter before its file is fingerprinted
+        adapter_weights = adapter_file_fingerprint(adapter)
         settings = gate_settings(peft_model)
     settings = with_quality_estimator(settings, quality_estimator, quality_estimator_kwargs)
     recorder = _quality_recorder(settings, calibrated=adapter is not None)
@@ -188,5 +198,6 @@ def build_face_encoder(
         if recorder is None
         else {"settings": settings, "gate_values": recorder.gate is not None, "gate_applied": encoder == "gate"},
         "transform": {"size": list(transform.size), "mean": list(transform.mean), "std": list(transform.std)},
+        "weights": weights_record(base_fingerprint, adapter_weights if encoder != "plain" else None),
     }
     return FaceEncoder(extractor, transform, encoder, recorder, info)

@@ -8,9 +8,10 @@ scores of the image and of its mirror) and ``gate`` / ``gate_flipped`` (q in [0,
 (model, adapter, encoder, flip test, preprocessing, quality settings) and the SHA-256 of the tensor file, so a
 JSON and a tensor file that do not belong together are refused.
 
-A long run writes chunks into ``gallery.safetensors.parts/`` (each chunk file written atomically) next to a
-``run.json`` describing the run; a rerun with the same settings and the same image list continues after the
-last complete chunk. The final files are written atomically and the chunk folder is removed.
+A long run writes chunks into ``gallery.safetensors.parts/`` (each chunk file written atomically, naming the
+hash of its images' names) next to a ``run.json`` describing the run; a rerun with the same settings keeps
+every chunk whose images are the same and embeds the rest. The final files are written atomically and the
+chunk folder is removed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from petal_peft.files import write_file_atomic, write_json_atomic
@@ -214,19 +216,41 @@ class ChunkStore:
     def chunk_path(self, k: int) -> Path:
         return self.folder / f"chunk-{k:06d}.safetensors"
 
-    def done(self, k: int) -> bool:
-        return self.chunk_path(k).is_file()
+    def _metadata(self, k: int) -> dict[str, str] | None:
+        try:
+            with safe_open(str(self.chunk_path(k)), framework="pt") as handle:
+                return handle.metadata() or {}
+        except (OSError, SafetensorError):
+            return None
 
-    def write(self, k: int, tensors: Mapping[str, torch.Tensor]) -> None:
+    def done(self, k: int, key: str, allow_skipped: bool = False) -> bool:
+        """Chunk ``k`` is finished for the images ``key`` names (and skipped none unless ``allow_skipped``)."""
+        metadata = self._metadata(k)
+        if metadata is None or metadata.get("files_sha256") != key:
+            return False
+        return allow_skipped or not json.loads(metadata.get("skipped", "{}"))
+
+    def write(self, k: int, tensors: Mapping[str, torch.Tensor], key: str, skipped: Mapping[str, str]) -> None:
+        """Save chunk ``k``: the rows of the images read, the key of its image names, the images skipped."""
         contiguous = {n: t.contiguous() for n, t in tensors.items()}
-        write_file_atomic(self.chunk_path(k), lambda tmp: save_file(contiguous, tmp))
+        metadata = {"files_sha256": key, "skipped": json.dumps(dict(skipped))}
+        write_file_atomic(self.chunk_path(k), lambda tmp: save_file(contiguous, tmp, metadata=metadata))
 
-    def read(self, k: int) -> dict[str, torch.Tensor]:
-        return load_file(str(self.chunk_path(k)))
+    def read(self, k: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        metadata = self._metadata(k) or {}
+        return load_file(str(self.chunk_path(k))), json.loads(metadata.get("skipped", "{}"))
 
-    def gather(self, num_chunks: int) -> dict[str, torch.Tensor]:
-        parts = [self.read(k) for k in range(num_chunks)]
-        return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+    def gather(self, num_chunks: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """(the rows of every chunk, concatenated; every skipped image with its problem)."""
+        parts, skipped = [], {}
+        for k in range(num_chunks):
+            tensors, problems = self.read(k)
+            skipped.update(problems)
+            if tensors:
+                parts.append(tensors)
+        if not parts:
+            return {}, skipped
+        return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}, skipped
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -38,6 +38,7 @@ class ReportThreshold:
     flip_test: bool | None
     transform: dict[str, Any] | None
     base_model: str | None
+    weights: dict[str, Any] | None = None
 
     @property
     def cosine(self) -> float:
@@ -120,11 +121,22 @@ def threshold_from_report(
         flip_test=model.get("flip_test"),
         transform=report.get("transform"),
         base_model=model.get("base_model"),
+        weights=model.get("weights"),
     )
 
 
 def check_threshold_applies(threshold: ReportThreshold, info: dict[str, Any]) -> None:
-    """Refuse embeddings made with another flip test or preprocessing than the report's; warn on another base."""
+    """Refuse embeddings made with other weights (base model, or adapter outside the plain mode; by their
+    fingerprints), another flip test or preprocessing than the report's."""
+    from .provenance import check_same_weights
+
+    check_same_weights(
+        threshold.weights,
+        info.get("weights"),
+        f"the evaluation report {threshold.report_path}",
+        f"the embeddings {info.get('path') or '(embedded now)'}",
+        compare_adapter=threshold.mode != "plain",
+    )
     flip = info.get("flip_test")
     if threshold.flip_test is not None and flip is not None and bool(flip) != bool(threshold.flip_test):
         raise ValueError(

@@ -6,10 +6,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FrozenStatsBatchNorm1d"]
+__all__ = ["FrozenStatsBatchNorm1d", "FrozenStatsBatchNorm2d"]
 
 
-class FrozenStatsBatchNorm1d(nn.BatchNorm1d):
+class _FrozenStatsMixin:
+    """Normalise with the running statistics, and leave them unchanged, while every affine parameter is frozen."""
+
+    def _trained_parameters(self) -> list[torch.Tensor]:
+        return [p for p in (self.weight, self.bias) if p is not None]
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        affine = self._trained_parameters()
+        frozen = bool(affine) and not any(p.requires_grad for p in affine)
+        if self.training and frozen and self.running_mean is not None:
+            self._check_input_dim(input)
+            return F.batch_norm(
+                input, self.running_mean, self.running_var, self.weight, self.bias, training=False, eps=self.eps
+            )
+        return super().forward(input)
+
+
+class FrozenStatsBatchNorm1d(_FrozenStatsMixin, nn.BatchNorm1d):
     """``nn.BatchNorm1d`` that, while its affine parameters are frozen, normalises with its running statistics
     and leaves them unchanged, even in training mode.
 
@@ -19,10 +36,6 @@ class FrozenStatsBatchNorm1d(nn.BatchNorm1d):
     (unfrozen) BatchNorm layers, e.g. in full fine-tuning, behave exactly like ``nn.BatchNorm1d``.
     """
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        frozen = self.weight is not None and not self.weight.requires_grad
-        if self.training and frozen and self.running_mean is not None:
-            return F.batch_norm(
-                input, self.running_mean, self.running_var, self.weight, self.bias, training=False, eps=self.eps
-            )
-        return super().forward(input)
+
+class FrozenStatsBatchNorm2d(_FrozenStatsMixin, nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` with the same rule as :class:`FrozenStatsBatchNorm1d` (for convolutional backbones)."""

@@ -8,7 +8,7 @@ This package never imports the tuner.
 """
 
 from .brisque import BrisqueEstimator, BrisqueFeatures
-from .calibration import calibrate_gate, separation_auc
+from .calibration import calibrate_gate, calibrate_gate_on_images, gate_quality_range, separation_auc
 from .custom import CallableEstimator, register_quality_function
 from .degrade import degrade
 from .function import QualityFunction, build_estimator, build_quality_fn, quality_fn_from_settings
@@ -45,6 +45,8 @@ __all__ = [
     "build_quality_fn",
     "quality_fn_from_settings",
     "calibrate_gate",
+    "calibrate_gate_on_images",
+    "gate_quality_range",
     "degrade",
     "plot_quality_histogram",
     "register_quality_function",

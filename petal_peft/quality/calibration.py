@@ -159,3 +159,60 @@ def separation_auc(high: torch.Tensor, low: torch.Tensor, higher_is_better: bool
         high, low = -high, -low
     diff = high[:, None] - low[None, :]
     return float(((diff > 0).double() + 0.5 * (diff == 0).double()).mean())
+
+
+def calibrate_gate_on_images(
+    sharp: torch.Tensor,
+    degraded: torch.Tensor,
+    estimator: str | torch.nn.Module = "resolution",
+    *,
+    estimator_kwargs: dict[str, Any] | None = None,
+    image_mean: Sequence[float] | float | None = None,
+    image_std: Sequence[float] | float | None = None,
+    mode: str = "sigmoid",
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """The gate calibrated on sharp images against their degraded copies, with how well the estimator tells them
+    apart: what training, ``petal-peft calibrate`` and the benchmark all use.
+
+    Args:
+        sharp: normalised pixel values [N, C, H, W] of sharp (gallery-like) images.
+        degraded: the same kind of tensor for degraded (probe-like) copies.
+        estimator: a registered estimator name or module.
+        estimator_kwargs: extra arguments of a named estimator.
+        image_mean: normalisation mean of the pixel values.
+        image_std: normalisation std of the pixel values.
+        mode: the gate to fit (``sigmoid``, ``linear`` or ``paper``).
+        batch_size: images scored at once.
+
+    Returns:
+        ``gate_mode``, ``gate_threshold``, ``gate_temperature`` (the QualityGatedLoraConfig fields), plus
+        ``separation_auc`` (chance that a sharp image scores better than a degraded one), the median scores of
+        both sets (``score_sharp_median``, ``score_low_median``) and ``num_images`` (per set).
+    """
+    module = build_estimator(estimator, estimator_kwargs, image_mean, image_std)
+    higher = bool(getattr(module, "higher_is_better", True))
+    high_scores = _as_scores(sharp, module, batch_size, "sharp")
+    low_scores = _as_scores(degraded, module, batch_size, "degraded")
+    gate = calibrate_gate(high_scores, low_scores, higher_is_better=higher, mode=mode)
+    gate["separation_auc"] = separation_auc(high_scores, low_scores, higher_is_better=higher)
+    gate["score_sharp_median"] = float(high_scores.median())
+    gate["score_low_median"] = float(low_scores.median())
+    gate["num_images"] = int(high_scores.numel())
+    return gate
+
+
+def gate_quality_range(
+    settings: dict[str, Any], images: torch.Tensor, batch_size: int = 256
+) -> tuple[float, float] | None:
+    """(lowest, highest) q that a gate (an adapter's ``gate_settings()``) gives ``images``; None when the
+    settings name no estimator. A range of almost zero width means the gate is not calibrated for these images:
+    every image lands on the same branch mix, and the other branch learns nothing."""
+    from .function import quality_fn_from_settings
+
+    fn = quality_fn_from_settings(settings)
+    if fn is None:
+        return None
+    with torch.no_grad():
+        q = torch.cat([fn(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)])
+    return float(q.min()), float(q.max())

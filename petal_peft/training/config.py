@@ -77,7 +77,7 @@ class FaceAdapterTrainingConfig:
     )
     horizontal_flip: bool = field(
         default=True,
-        metadata={"help": "Flip training images horizontally at random (--no_horizontal_flip: never)."},
+        metadata={"help": "Flip training images horizontally at random (--no-horizontal-flip: never)."},
     )
     skip_corrupt_images: bool = field(
         default=False,
@@ -136,7 +136,7 @@ class FaceAdapterTrainingConfig:
     target_modules: list[str] | None = field(
         default=None,
         metadata={
-            "help": "Module names to adapt, or layer groups joined by '+' (e.g. 'stem+default' on face_conv_vit) "
+            "help": "Module names to adapt, or layer groups joined by '+' (e.g. 'stem+attention' on face_conv_vit) "
             "(default: petal-peft's per-architecture default)."
         },
     )
@@ -144,15 +144,35 @@ class FaceAdapterTrainingConfig:
         default="gaussian", metadata={"help": "'gaussian' (reference), 'true' (Kaiming) or 'false'."}
     )
     quality_estimator: str | None = field(
-        default=None,
-        metadata={"help": "Registered quality estimator (e.g. 'resolution', 'brisque') the adapter gates with."},
+        default="resolution",
+        metadata={
+            "help": "Registered quality estimator (e.g. 'resolution', 'brisque') the adapter gates with; saved with "
+            "the adapter, so embed, search, verify and eval can gate each image. 'none': no estimator (quality "
+            "then has to be given per image)."
+        },
     )
     quality_estimator_kwargs: str = field(
         default="{}", metadata={"help": "JSON object of extra arguments for the quality estimator."}
     )
     gate_mode: str = field(default="sigmoid", metadata={"help": "Registered gate: 'sigmoid' or 'paper'."})
-    gate_threshold: float = field(default=0.0, metadata={"help": "Estimator score at which q = 0.5."})
-    gate_temperature: float = field(default=1.0, metadata={"help": "Score units per logit of the gate."})
+    gate_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "Estimator score at which q = 0.5 (default: calibrated at the start of training on sharp "
+            "training images against their degraded copies)."
+        },
+    )
+    gate_temperature: float | None = field(
+        default=None,
+        metadata={"help": "Score units per logit of the gate (default: calibrated with the threshold)."},
+    )
+    gate_calibration_samples: int = field(
+        default=256,
+        metadata={
+            "help": "Training images the gate is calibrated on (each against a degraded copy). 0: no calibration "
+            "and no check (an unset threshold / temperature then stays 0 / 1)."
+        },
+    )
     quality_source: QualitySource = field(
         default="auto",
         metadata={
@@ -213,63 +233,66 @@ class FaceAdapterTrainingConfig:
     hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
 
     def __post_init__(self) -> None:
+        if isinstance(self.quality_estimator, str) and self.quality_estimator.strip().lower() in ("", "none"):
+            self.quality_estimator = None
         problems = []
         positive = ("lora_r", "per_device_train_batch_size", "gradient_accumulation_steps", "eval_batch_size")
         for name in positive:
             if int(getattr(self, name)) < 1:
-                problems.append(f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("checkpointing_steps", "eval_steps", "warmup_steps", "dataloader_num_workers", "seed"):
+                problems.append(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        nonnegative = ("checkpointing_steps", "eval_steps", "warmup_steps", "dataloader_num_workers", "seed")
+        for name in (*nonnegative, "gate_calibration_samples"):
             if int(getattr(self, name)) < 0:
-                problems.append(f"--{name} must be >= 0, got {getattr(self, name)}")
+                problems.append(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if self.logging_steps < 1:
-            problems.append(f"--logging_steps must be >= 1, got {self.logging_steps}")
+            problems.append(f"--logging-steps must be >= 1, got {self.logging_steps}")
         if self.checkpoints_total_limit < 1:
-            problems.append(f"--checkpoints_total_limit must be >= 1, got {self.checkpoints_total_limit}")
+            problems.append(f"--checkpoints-total-limit must be >= 1, got {self.checkpoints_total_limit}")
         if not 0.0 <= self.degrade_fraction <= 1.0:
-            problems.append(f"--degrade_fraction must be in [0, 1], got {self.degrade_fraction}")
+            problems.append(f"--degrade-fraction must be in [0, 1], got {self.degrade_fraction}")
         if not 1 <= self.degrade_min_size <= self.degrade_max_size:
             problems.append(
-                f"need 1 <= --degrade_min_size <= --degrade_max_size, got {self.degrade_min_size}, "
+                f"need 1 <= --degrade-min-size <= --degrade-max-size, got {self.degrade_min_size}, "
                 f"{self.degrade_max_size}"
             )
         if not 0.0 <= self.lora_dropout < 1.0:
-            problems.append(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
+            problems.append(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
         for name in ("learning_rate", "weight_decay", "warmup_epochs", "num_train_epochs", "head_scale"):
             value = float(getattr(self, name))
             if not math.isfinite(value) or value < 0:
-                problems.append(f"--{name} must be a finite number >= 0, got {value}")
+                problems.append(f"--{_flag(name)} must be a finite number >= 0, got {value}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
-            problems.append("give --num_train_epochs > 0 or --max_steps > 0")
+            problems.append("give --num-train-epochs > 0 or --max-steps > 0")
         if self.image_size is not None and self.image_size < 1:
-            problems.append(f"--image_size must be >= 1, got {self.image_size}")
+            problems.append(f"--image-size must be >= 1, got {self.image_size}")
         if self.max_train_samples is not None and self.max_train_samples < 2:
-            problems.append(f"--max_train_samples must be >= 2, got {self.max_train_samples}")
+            problems.append(f"--max-train-samples must be >= 2, got {self.max_train_samples}")
         if self.init_lora_weights.lower() not in ("gaussian", "true", "false"):
-            problems.append(f"--init_lora_weights must be gaussian, true or false, got {self.init_lora_weights!r}")
+            problems.append(f"--init-lora-weights must be gaussian, true or false, got {self.init_lora_weights!r}")
         try:
             kwargs = json.loads(self.quality_estimator_kwargs or "{}")
             if not isinstance(kwargs, dict):
                 raise ValueError
         except ValueError:
-            problems.append(f"--quality_estimator_kwargs must be a JSON object, got {self.quality_estimator_kwargs!r}")
+            problems.append(f"--quality-estimator-kwargs must be a JSON object, got {self.quality_estimator_kwargs!r}")
         from .objectives import OBJECTIVES, needs_labels
 
         if self.objective not in OBJECTIVES:
             problems.append(f"--objective must be one of {OBJECTIVES}, got {self.objective!r}")
         elif self.head_init == "imprint" and not needs_labels(self.objective):
-            problems.append(f"--head_init imprint needs a margin head: --objective {self.objective} trains none")
+            problems.append(f"--head-init imprint needs a margin head: --objective {self.objective} trains none")
         if self.head_init not in ("random", "imprint"):
-            problems.append(f"--head_init must be 'random' or 'imprint', got {self.head_init!r}")
+            problems.append(f"--head-init must be 'random' or 'imprint', got {self.head_init!r}")
         if not math.isfinite(float(self.distill_weight)) or self.distill_weight <= 0:
-            problems.append(f"--distill_weight must be a finite number > 0, got {self.distill_weight}")
+            problems.append(f"--distill-weight must be a finite number > 0, got {self.distill_weight}")
         if self.finetune_method not in FINETUNE_METHODS:
-            problems.append(f"--finetune_method must be one of {FINETUNE_METHODS}, got {self.finetune_method!r}")
+            problems.append(f"--finetune-method must be one of {FINETUNE_METHODS}, got {self.finetune_method!r}")
         if self.quality_source == "estimator" and not self.quality_estimator:
-            problems.append("--quality_source estimator needs --quality_estimator NAME")
+            problems.append("--quality-source estimator needs --quality-estimator NAME")
         if self.quality_source == "degradation" and self.degrade_fraction == 0:
-            problems.append("--quality_source degradation needs --degrade_fraction > 0")
+            problems.append("--quality-source degradation needs --degrade-fraction > 0")
         if self.push_to_hub and not self.hub_model_id:
-            problems.append("--push_to_hub needs --hub_model_id user/name")
+            problems.append("--push-to-hub needs --hub-model-id user/name")
         if (
             self.finetune_method == "quality_gated"
             and self.quality_source == "auto"
@@ -277,12 +300,17 @@ class FaceAdapterTrainingConfig:
             and self.degrade_fraction == 0
         ):
             problems.append(
-                "no per-image quality for the gate: set --quality_estimator NAME (quality from the pixels) or "
-                "--degrade_fraction > 0 (the degradation level of each image is its quality)"
+                "no per-image quality for the gate: set --quality-estimator NAME (quality from the pixels) or "
+                "--degrade-fraction > 0 (the degradation level of each image is its quality)"
             )
         problems += self._unknown_names()
+        temperature = self.gate_temperature
+        if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
+            problems.append(f"--gate-temperature must be a finite number > 0, got {self.gate_temperature}")
+        if self.gate_threshold is not None and not math.isfinite(self.gate_threshold):
+            problems.append(f"--gate-threshold must be finite, got {self.gate_threshold}")
         if self.target_modules is not None and not [t for t in self.target_modules if str(t).strip()]:
-            problems.append("--target_modules needs at least one module name")
+            problems.append("--target-modules needs at least one module name")
         if problems:
             raise ValueError("Invalid training configuration:\n  - " + "\n  - ".join(problems))
 
@@ -300,9 +328,9 @@ class FaceAdapterTrainingConfig:
             ("quality_estimator", self.quality_estimator, QUALITY_ESTIMATORS),
         ):
             if value is not None and value not in registry:
-                problems.append(f"--{flag} must be one of {registry.names()}, got {value!r}")
+                problems.append(f"--{_flag(flag)} must be one of {registry.names()}, got {value!r}")
         if self.head == "combined" and self.head_margin is not None:
-            problems.append("--head_margin does not apply to --head combined (its margins are m1, m2, m3)")
+            problems.append("--head-margin does not apply to --head combined (its margins are m1, m2, m3)")
         return problems
 
     # ---- derived values --------------------------------------------------------------------------------------
@@ -323,8 +351,8 @@ class FaceAdapterTrainingConfig:
         if self.degrade_fraction > 0:
             return "degradation"
         raise ValueError(
-            "No per-image quality for training: set --quality_estimator NAME (the adapter estimates quality "
-            "from the pixels) or --degrade_fraction > 0 (the degradation level of each image is its quality)."
+            "No per-image quality for training: set --quality-estimator NAME (the adapter estimates quality "
+            "from the pixels) or --degrade-fraction > 0 (the degradation level of each image is its quality)."
         )
 
     def estimator_kwargs(self) -> dict[str, Any]:
@@ -339,6 +367,10 @@ class FaceAdapterTrainingConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
 
 
 class ConfigHelpFormatter(argparse.HelpFormatter):
@@ -358,15 +390,15 @@ class ConfigHelpFormatter(argparse.HelpFormatter):
 
 def config_argument_parser(**kwargs: Any) -> argparse.ArgumentParser:
     """The flags of :class:`FaceAdapterTrainingConfig` (``--name`` or ``--name-with-dashes``; booleans also
-    ``--no_name``), with help that describes every ``--no_name`` as switching its flag off."""
+    ``--no-name``), with help that describes every ``--no-name`` as switching its flag off."""
     from transformers import HfArgumentParser
 
     kwargs.setdefault("formatter_class", ConfigHelpFormatter)
     parser = HfArgumentParser(FaceAdapterTrainingConfig, **kwargs)
     for action in parser._actions:
-        negative = [o for o in action.option_strings if o.startswith("--no_")]
+        negative = [o for o in action.option_strings if o.startswith("--no-")]
         if negative and isinstance(action, argparse._StoreFalseAction):
-            positive = negative[0].replace("--no_", "--", 1)
+            positive = negative[0].replace("--no-", "--", 1).replace("_", "-")
             action.help = f"Switch {positive} off (it is on by default)."
     return parser
 

@@ -132,7 +132,7 @@ def _labelled_or_not(config: FaceAdapterTrainingConfig, source: str, kwargs: dic
             reason = "a dataset without a 'label' column"
     if needs_labels(config.objective):
         raise DataValidationError(
-            f"--objective {config.objective} needs identity labels, but --train_data {source} is {reason}: "
+            f"--objective {config.objective} needs identity labels, but --train-data {source} is {reason}: "
             "use --objective distill (label-free), or give the identities (one subfolder per identity)."
         )
     return build_unlabeled_face_dataset(source, **kwargs)

@@ -42,12 +42,17 @@ def _metrics_table(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
     return "\n".join(rows) + "\n" + note
 
 
+def _table_cell(value: Any) -> str:
+    return str(value).replace("|", "\\|")
+
+
 def render_model_card(
     *,
     model_name: str,
     base_model: str,
     base_model_is_hub_id: bool,
     gate_settings: Mapping[str, Any],
+    gate_calibration: str | None = None,
     adapter_settings: Mapping[str, Any],
     training_settings: Mapping[str, Any],
     metrics_before: Mapping[str, Any] | None = None,
@@ -56,6 +61,8 @@ def render_model_card(
     train_dataset_name: str | None = None,
 ) -> str:
     """Markdown with YAML front matter: library, base model, tags, model-index; gate settings, metrics, loading.
+
+    ``gate_calibration`` is a sentence on how the gate's threshold and temperature were set.
 
     ``base_model`` goes into the YAML only when it is a Hub id (a local path would not resolve on the Hub).
     """
@@ -75,9 +82,11 @@ def render_model_card(
     card_data = ModelCardData(**data)
 
     gate_lines = "\n".join(f"| `{k}` | `{v}` |" for k, v in gate_settings.items())
-    adapter_lines = "\n".join(f"| `{k}` | `{v}` |" for k, v in adapter_settings.items())
+    # a target regex holds "|", which would split the table cell: escaped, it shows as itself
+    adapter_lines = "\n".join(f"| `{k}` | `{_table_cell(v)}` |" for k, v in adapter_settings.items())
     train_lines = "\n".join(f"| `{k}` | `{v}` |" for k, v in training_settings.items())
     mode = after.get("mode") or before.get("mode")
+    calibration_line = f"\n{gate_calibration}\n" if gate_calibration else ""
     mode_line = f"\nEmbedding mode used for evaluation: `{mode}`.\n" if mode else ""
     text = f"""
 # {model_name}
@@ -96,7 +105,7 @@ To load the training head too: `from petal_peft.heads import load_head; head = l
 | setting | value |
 |---|---|
 {gate_lines}
-
+{calibration_line}
 ## Adapter
 
 | setting | value |
@@ -153,6 +162,7 @@ def adapter_model_card(
     metrics_after: Mapping[str, Any],
     eval_dataset_name: str | None,
     train_dataset_name: str,
+    gate_calibration: str | None = None,
 ) -> str:
     """The README.md of a trained quality-gated adapter: its settings, the run's settings and its metrics.
 
@@ -169,6 +179,7 @@ def adapter_model_card(
         metrics_after: evaluation after training.
         eval_dataset_name: the evaluation set's name, if evaluated.
         train_dataset_name: a description of the training data.
+        gate_calibration: a sentence on how the gate's threshold and temperature were set.
 
     Returns:
         The card's markdown.
@@ -179,11 +190,16 @@ def adapter_model_card(
         base_model=base_name,
         base_model_is_hub_id=base_is_hub_id,
         gate_settings=adapter_config.gate_settings(),
+        gate_calibration=gate_calibration,
         adapter_settings={
             "r": adapter_config.r,
             "lora_alpha": adapter_config.lora_alpha,
             "lora_dropout": adapter_config.lora_dropout,
-            "target_modules": sorted(adapter_config.target_modules or []),
+            "target_modules": (  # a regex (default or layer groups) as it is; names sorted
+                adapter_config.target_modules
+                if isinstance(adapter_config.target_modules, str)
+                else sorted(adapter_config.target_modules or [])
+            ),
             "quality_source (training)": quality_source,
         },
         training_settings={

@@ -65,8 +65,8 @@ def build_lora_config(config: FaceAdapterTrainingConfig, info: BaseModelInfo) ->
         quality_estimator=config.quality_estimator,
         quality_estimator_kwargs=config.estimator_kwargs(),
         gate_mode=config.gate_mode,
-        gate_threshold=config.gate_threshold,
-        gate_temperature=config.gate_temperature,
+        gate_threshold=0.0 if config.gate_threshold is None else config.gate_threshold,
+        gate_temperature=1.0 if config.gate_temperature is None else config.gate_temperature,
         image_mean=info.image_mean,
         image_std=info.image_std,
     )

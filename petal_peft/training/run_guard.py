@@ -5,7 +5,8 @@ resume with flags, data or a base model other than those the checkpoint was writ
   (the main process only, so the processes of one run never block each other); the kernel drops it when the
   process ends, crash or SIGKILL included, so a stale lock file never blocks a later run.
 * :func:`check_output_dir` refuses a fresh run into a folder that holds another run's checkpoints or
-  adapter unless ``--overwrite_output_dir`` (or ``--resume_from_checkpoint``) says what to do with it.
+  adapter unless ``--overwrite_output_dir`` (or ``--resume_from_checkpoint``) says what to do with it, and
+  into a folder holding anything a run does not write (:mod:`.run_folder`), whatever the flags.
 * :func:`compare_run_records` refuses a resume whose run-defining flags differ from the checkpoint's, listing
   every difference; :data:`RESUMABLE_FIELDS` may change.
 """
@@ -16,12 +17,12 @@ import contextlib
 import errno
 import hashlib
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .checkpoint_format import CheckpointError
+from .run_folder import LOCK_NAME, clear_previous_run, describe_foreign, foreign_entries
 
 __all__ = [
     "LOCK_NAME",
@@ -33,8 +34,6 @@ __all__ = [
     "data_fingerprint",
     "output_dir_lock",
 ]
-
-LOCK_NAME = ".petal-peft.lock"
 
 #: Flags that may differ between a checkpoint and the run resuming it: where things go, what is shown, how
 #: often it is evaluated or saved, and how fast data is read. None of them changes the trained weights:
@@ -115,9 +114,12 @@ def output_dir_lock(output_dir: str | os.PathLike, enabled: bool = True) -> Iter
 
 
 # ---- the folder ---------------------------------------------------------------------------------------------
-def check_output_dir_path(output_dir: str | os.PathLike) -> None:
-    """An output folder that exists must be a folder we can write (cheap; before anything is loaded)."""
+def check_output_dir_path(output_dir: str | os.PathLike, *, fresh: bool = False) -> None:
+    """An output folder that exists must be a folder we can write (cheap; before anything is loaded); for a
+    ``fresh`` run (no resume asked for) it must also hold nothing but a run's own files."""
     folder = Path(output_dir)
+    if fresh:
+        refuse_foreign_folder(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputDirError(f"--output_dir {folder} is a file, not a folder.")
     existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
@@ -125,6 +127,17 @@ def check_output_dir_path(output_dir: str | os.PathLike) -> None:
         raise OutputDirError(f"--output_dir {folder}: {existing} is a file, not a folder.")
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         raise OutputDirError(f"--output_dir {folder}: {existing} is not writable.")
+
+
+def refuse_foreign_folder(output_dir: str | os.PathLike) -> None:
+    """Refuse a folder that holds anything a training run does not write, with or without --overwrite_output_dir."""
+    found = foreign_entries(output_dir)
+    if found:
+        raise OutputDirError(
+            f"--output_dir {output_dir} holds files a petal-peft training run never writes ({describe_foreign(found)})"
+            ", so it is not a run folder and nothing in it may be replaced, with or without --overwrite_output_dir: "
+            "choose a new or empty --output_dir."
+        )
 
 
 def previous_run_parts(output_dir: str | os.PathLike) -> list[str]:
@@ -145,8 +158,11 @@ def check_output_dir(output_dir: str | os.PathLike, *, resuming: bool, overwrite
     """Refuse a fresh run into a folder that holds another run; with ``overwrite`` (and ``clear``, on the main
     process) delete that run's checkpoints/ and logs/. Its adapter/ is kept until the new one replaces it."""
     folder = Path(output_dir)
+    if resuming:
+        return
+    refuse_foreign_folder(folder)
     parts = previous_run_parts(folder)
-    if not parts or resuming:
+    if not parts:
         return
     if not overwrite:
         raise OutputDirError(
@@ -154,13 +170,8 @@ def check_output_dir(output_dir: str | os.PathLike, *, resuming: bool, overwrite
             "--resume_from_checkpoint latest to continue it, --overwrite_output_dir to replace it, or choose "
             "another --output_dir."
         )
-    if clear:
-        for name in ("checkpoints", "logs"):
-            if (folder / name).is_dir():
-                doomed = folder / f".{name}.deleting"
-                shutil.rmtree(doomed, ignore_errors=True)
-                os.replace(folder / name, doomed)
-                shutil.rmtree(doomed, ignore_errors=True)
+    if clear:  # everything in checkpoints/ and logs/ is a run's own (refuse_foreign_folder above)
+        clear_previous_run(folder)
 
 
 # ---- run records --------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from .checkpointing import CheckpointManager, LoadedCheckpoint, TrainingProgress
 from .config import FaceAdapterTrainingConfig
 from .data import build_train_dataloader, build_train_dataset
 from .evaluation_hook import EvaluationHook, PlainTinyFaceEvaluationHook, TinyFaceEvaluationHook, preserved_rng
+from .gate_calibration import calibrate_training_gate, config_with_gate, describe_gate
 from .loop import Schedule, TrainingLoop, build_schedule, numeric_metrics, run_training_loop
 from .model_card import adapter_model_card, baseline_model_card, push_adapter_folder
 from .modeling import (
@@ -73,6 +74,8 @@ class TrainResult:
     #: trainable backbone parameters (adapter, or every weight for full fine-tuning) and all backbone parameters
     trainable_parameters: int = 0
     total_parameters: int = 0
+    #: optimizer steps run by this call (global_step minus the step a resumed run started at)
+    steps_run: int = 0
 
 
 def _numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -170,7 +173,7 @@ def train(config: FaceAdapterTrainingConfig, evaluation_hook: EvaluationHook | N
 
     start = time.perf_counter()
     output_dir = Path(config.output_dir)
-    check_output_dir_path(output_dir)
+    check_output_dir_path(output_dir, fresh=not config.resume_from_checkpoint)
     config.resolved_quality_source()  # no quality for the gate -> error before anything else
     # Accelerate keeps one process-wide state; a second train() in the same process (a benchmark, a notebook)
     # may ask for another precision. The process-group part (PartialState) is kept.
@@ -230,6 +233,8 @@ class _RunData:
     sampler: Any
     train_description: str
     evaluation_hook: EvaluationHook | None
+    #: the gate of a quality-gated adapter with an estimator: calibrated or checked (see gate_calibration.py)
+    gate: dict[str, Any] | None = None
 
 
 @dataclass
@@ -273,6 +278,7 @@ def _train(
             progress.epoch, progress.batches_in_epoch = progress.epoch + 1, 0
         if main:
             print(f"Resumed from {data.loaded.path} at step {progress.global_step} of {schedule.total_steps}.")
+    first_step = progress.global_step
 
     def evaluate() -> dict[str, Any]:
         metrics: dict[str, Any] = {}
@@ -335,6 +341,7 @@ def _train(
         finetune_method=config.finetune_method,
         trainable_parameters=parts.trainable_parameters,
         total_parameters=parts.total_parameters,
+        steps_run=progress.global_step - first_step,
     )
 
 
@@ -363,6 +370,9 @@ def _prepare_data(
             f"Skipped {len(skipped)} unreadable training image(s) (--skip_corrupt_images); the list is in "
             f"{output_dir / SKIPPED_IMAGES_NAME}."
         )
+    gate = calibrate_training_gate(config, train_dataset, info.image_size, info.image_mean, info.image_std)
+    if gate and gate["calibrated"] and main:
+        print(describe_gate(gate))
     record["train_data"] = data_fingerprint(train_dataset)
     if loaded is not None:
         compare_run_records(loaded.run_record, record, loaded.path)
@@ -381,7 +391,16 @@ def _prepare_data(
             progress=False,
         )
     return _RunData(
-        record, checkpoints, loaded, info, train_dataset, train_loader, sampler, train_description, evaluation_hook
+        record,
+        checkpoints,
+        loaded,
+        info,
+        train_dataset,
+        train_loader,
+        sampler,
+        train_description,
+        evaluation_hook,
+        gate,
     )
 
 
@@ -398,7 +417,7 @@ def _build_model(config: FaceAdapterTrainingConfig, accelerator: Any, data: _Run
         if not getattr(base, "supports_gradient_checkpointing", False):
             raise ValueError(f"{type(base).__name__} does not support gradient checkpointing.")
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    peft_model = build_backbone(base, config, data.info)
+    peft_model = build_backbone(base, config_with_gate(config, data.gate), data.info)
     trainable_parameters, total_parameters = backbone_parameter_counts(peft_model)
     head, loss_fn, _ = build_objective(  # the head (if the objective has one), the teacher targets, the loss
         config,
@@ -452,6 +471,8 @@ def _save_run(
         "after": metrics_after,
         "train": {"global_step": progress.global_step, "final_loss": progress.last_loss},
     }
+    if data.gate:
+        metrics["gate_calibration"] = data.gate
     if config.finetune_method == "quality_gated":
         card = adapter_model_card(
             config,
@@ -466,6 +487,7 @@ def _save_run(
             metrics_after=metrics_after,
             eval_dataset_name=getattr(data.evaluation_hook, "dataset_name", None) if metrics_after else None,
             train_dataset_name=data.train_description,
+            gate_calibration=describe_gate(data.gate) if data.gate else None,
         )
     else:
         card = baseline_model_card(

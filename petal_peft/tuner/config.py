@@ -42,6 +42,11 @@ class QualityGatedLoraConfig(LoraConfig):
 
         W x + b + s * B_hq A_hq (q x) + s * B_lq A_lq ((1 - q) x),     s = lora_alpha / r
 
+    and every targeted ``nn.Conv2d`` the same with convolutions: ``conv(x) + s Up_hq(Down_hq(q x)) + s Up_lq(
+    Down_lq((1 - q) x))``, Down with the layer's kernel, stride, padding, dilation and groups, Up 1x1.
+    ``target_modules`` takes names, a regex, or layer groups joined by ``+`` (e.g. ``"stem+default"``; see
+    :func:`petal_peft.tuner.targets.resolve_target_modules`).
+
     All of LoRA's options apply (``r``, ``lora_alpha``, ``target_modules``, ``rank_pattern``, ``modules_to_save``...),
     except those that change the layer math or rewrite the base weight, which are refused with an error. The
     defaults follow the PETALface reference: rank 8, scale 1, dropout 0.1, Gaussian init of A and zero B.

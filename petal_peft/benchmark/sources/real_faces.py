@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ...images import ImageReadError, read_image
 from ..data import DATA_SOURCES, DISTRACTOR, BenchmarkData, EvalSplit, calibration_images, degrade_images, stack_images
 from ..prepare import IMAGE_PREPARATIONS, build_preparation
 from ..settings import BenchmarkSettings
@@ -244,10 +245,9 @@ _WORKER: dict[str, Any] = {}
 
 def _read(path: Path) -> Image.Image:
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except OSError as err:
-        raise OSError(f"cannot read face image {path}: {err}") from None
+        return read_image(path)
+    except ImageReadError as err:
+        raise OSError(f"cannot read face image {err}") from None
 
 
 def _init_worker(name: str, size: int, factory: Any) -> None:
