@@ -23,7 +23,15 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS_IMAGES = REPO / "docs" / "images"
 
 INT_FLAGS = ("steps", "batch_size", "lora_r", "num_threads", "calibration_images", "eval_batch_size")
-FLOAT_FLAGS = ("learning_rate", "weight_decay", "degrade_fraction", "head_scale", "head_margin")
+FLOAT_FLAGS = (
+    "learning_rate",
+    "weight_decay",
+    "degrade_fraction",
+    "head_scale",
+    "head_margin",
+    "distill_weight",
+    "distill_degrade_fraction",
+)
 FOLD_FLAGS = ("eval_folds", "validation_folds", "adapt_folds", "base_folds")
 
 
@@ -65,6 +73,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in FLOAT_FLAGS:
         run.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, default=None)
     run.add_argument(
+        "--objective",
+        dest="objectives",
+        nargs="+",
+        choices=("margin", "distill", "margin+distill"),
+        default=None,
+        help="training objective(s): each gives its own trained rows (default: margin; others are named "
+        "<row>-<objective>, e.g. ours-distill)",
+    )
+    run.add_argument(
+        "--targets",
+        default=None,
+        help="target modules of every adapter row: default (attention q/k/v), all-linear, or a named set of the base",
+    )
+    run.add_argument(
+        "--groups",
+        nargs="+",
+        choices=("val", "eval"),
+        default=None,
+        help="groups to evaluate (default: val eval); 'val' alone for an ablation that never sees the evaluation folds",
+    )
+    run.add_argument(
+        "--gated-modes",
+        dest="gated_modes",
+        nargs="+",
+        choices=("gate", "proxy"),
+        default=None,
+        help="evaluation modes of our rows (default: gate proxy)",
+    )
+    run.add_argument("--head-init", dest="head_init", choices=("random", "imprint"), default=None)
+    run.add_argument(
         "--validation-rows",
         choices=("all", "variants"),
         default=None,
@@ -75,6 +113,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="embed each image and its mirror, fused (default: on)",
+    )
+    run.add_argument(
+        "--prepared-cache",
+        dest="prepared_cache",
+        default=None,
+        help="folder outside the repository where the prepared (aligned) images are kept for later runs",
     )
     run.add_argument("--keep-work", action="store_true", help="keep <out>/work (prepared adaptation images)")
     run.add_argument(
@@ -104,6 +148,12 @@ def settings_from_args(args: argparse.Namespace):
         overrides["seeds"] = tuple(args.seeds)
     if getattr(args, "rows", None) is not None:
         overrides["rows"] = tuple(args.rows)
+    if getattr(args, "gated_modes", None) is not None:
+        overrides["gated_modes"] = tuple(args.gated_modes)
+    if getattr(args, "groups", None) is not None:
+        overrides["groups"] = tuple(args.groups)
+    if getattr(args, "objectives", None) is not None:
+        overrides["objectives"] = tuple(args.objectives)
     if getattr(args, "references", None) is not None:
         overrides["references"] = tuple(args.references)
     if getattr(args, "no_progress", False):
@@ -135,7 +185,7 @@ def budget(settings, methods, plan, minutes: float) -> dict:
     from PIL import Image
 
     from petal_peft.benchmark import build_preparation
-    from petal_peft.benchmark.budget import estimate_runtime, measure_costs, steps_for_budget
+    from petal_peft.benchmark.budget import compare_objective_steps, estimate_runtime, measure_costs, steps_for_budget
     from petal_peft.benchmark.data import degrade_images, stack_images
     from petal_peft.benchmark.models import prepare_base
 
@@ -148,7 +198,13 @@ def budget(settings, methods, plan, minutes: float) -> dict:
         images = [prepare(Image.open(p).convert("RGB")) for p in sample]
         degrade_images(images, settings.capture_sizes("probe", size), seed=0)
         data_image_s = (time.perf_counter() - t) / len(sample)
-        costs = measure_costs(settings, methods, base_model, ps, len(plan.adapt), stack_images(images, size))
+        n_adapt = sum(len(v) for v in plan.adapt.values())
+        costs = measure_costs(
+            settings, methods, base_model, ps, len(plan.adapt), stack_images(images, size), num_images=n_adapt
+        )
+        ratios = None
+        if len(settings.objectives) > 1 and "margin" in settings.objectives:  # interleaved steps, same batch
+            ratios = compare_objective_steps(settings, base_model, ps, len(plan.adapt), n_adapt)
     costs.data_image_s = data_image_s
     summary = plan.summary()
     counts = {name: summary[name]["probes"] + summary[name]["sharp_images"] for name in ("val", "eval")}
@@ -156,6 +212,7 @@ def budget(settings, methods, plan, minutes: float) -> dict:
     fits = steps_for_budget(settings, methods, costs, counts, 60.0 * minutes)
     return {
         "costs": costs.to_dict(),
+        "objective_steps": ratios,
         "images": counts,
         f"estimate_at_{settings.steps}_steps_s": estimate_runtime(settings, methods, costs, counts),
         f"steps_that_fit_{minutes:g}_min": fits,

@@ -3,6 +3,8 @@
     python examples/train_tinyface.py                      # embedded default: small base + small face set, CPU
     accelerate launch examples/train_tinyface.py --base_model ./face-vit --train_data ./tinyface \\
         --eval_data ./tinyface/Testing_Set --output_dir out --mixed_precision fp16 --checkpointing_steps 500
+    python examples/train_tinyface.py --base_model ./face-vit --train_data ./faces --objective distill
+                                                           # label-free distillation (no identity labels needed)
     python examples/train_tinyface.py --help               # every flag (the same as `petal-peft train`)
 
 All logic lives in petal_peft; this script is `petal-peft train`.

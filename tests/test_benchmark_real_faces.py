@@ -151,18 +151,24 @@ def test_preparation_is_pluggable_and_runs_once_per_image(faces):
         DATA_SOURCES.get("real_faces")(_settings(faces, prepare="test-wrong-size"), 16)
 
 
+PREPARED_IN: list[int] = []
+
+
+def pid_recording_resize(image_size):
+    """A module-level preparation factory: spawned workers unpickle it by name."""
+
+    def prepare(image):
+        PREPARED_IN.append(os.getpid())  # recorded in the process that prepares
+        return image.resize((image_size, image_size))
+
+    return prepare
+
+
 @pytest.mark.slow
 def test_parallel_preparation_gives_the_same_images(faces):
-    pids = []
-
-    def factory(image_size):
-        def prepare(image):
-            pids.append(os.getpid())  # recorded in the process that prepares
-            return image.resize((image_size, image_size))
-
-        return prepare
-
-    IMAGE_PREPARATIONS.register("test-pid", factory, overwrite=True)
+    pids = PREPARED_IN
+    pids.clear()
+    IMAGE_PREPARATIONS.register("test-pid", pid_recording_resize, overwrite=True)
     one = DATA_SOURCES.get("real_faces")(_settings(faces, prepare="test-pid", calibration_images=8), 16)
     assert len(pids) == 24 + 11 + 33 and set(pids) == {os.getpid()}  # every distinct file once
     two = DATA_SOURCES.get("real_faces")(_settings(faces, prepare="test-pid", calibration_images=8, num_threads=2), 16)

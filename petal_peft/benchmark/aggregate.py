@@ -84,12 +84,16 @@ def aggregate(runs: list[dict[str, Any]], methods: list[MethodSpec], base_params
     candidates = [k for k, r in rows.items() if r["method"] in variants and "val/rank-1" in r]
     selected = max(candidates, key=lambda k: rows[k]["val/rank-1"][0]) if candidates else None
     comparisons = {}
-    lora, full = _by_seed(runs, "lora"), _by_seed(runs, "full")
-    for key in [k for k in ("ours/gate", "ours/proxy") if k in rows] + ([selected] if selected else []):
+    ours_keys = [
+        k for k, r in rows.items() if r["method"].split("-", 1)[0] == "ours" and r["mode"] in ("gate", "proxy")
+    ]
+    for key in list(dict.fromkeys(ours_keys + ([selected] if selected else []))):
         method, mode = key.split("/")
+        suffix = method[len("ours") :]  # "-distill": compared with lora-distill, the same objective
         mine = _by_seed(runs, method, mode)
-        for name, other in (("lora", lora), ("full", full)):
-            seeds = sorted(set(mine) & set(other))
+        for name in (f"lora{suffix}", f"full{suffix}"):
+            other = _by_seed(runs, name)
+            seeds = sorted(s for s in set(mine) & set(other) if "eval" in mine[s] and "eval" in other[s])
             if not seeds:
                 continue
             for metric in COMPARED:

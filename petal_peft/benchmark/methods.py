@@ -6,7 +6,7 @@ head and seeds; only ``finetune_method`` and the row's ``overrides`` differ.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,16 @@ from torch import nn
 
 from .settings import BenchmarkSettings
 
-__all__ = ["ALL_LINEAR", "MethodSpec", "all_linear_targets", "default_methods", "select_methods", "train_config"]
+__all__ = [
+    "ALL_LINEAR",
+    "MethodSpec",
+    "all_linear_targets",
+    "default_methods",
+    "per_objective",
+    "resolve_target_set",
+    "select_methods",
+    "train_config",
+]
 
 #: ``overrides["target_modules"]`` value meaning "every nn.Linear of the base", resolved per architecture
 ALL_LINEAR = "all-linear"
@@ -104,13 +113,66 @@ def default_methods(references: tuple[str, ...] = ()) -> list[MethodSpec]:
     return methods
 
 
+def per_objective(methods: list[MethodSpec], objectives: tuple[str, ...]) -> list[MethodSpec]:
+    """Each trained row once per objective: ``margin`` keeps the row's name, another objective appends it
+    (``ours-distill``, ``lora-margin+distill``); untouched and reference rows once."""
+    out = []
+    for spec in methods:
+        if not spec.trained:
+            out.append(spec)
+            continue
+        for objective in objectives:
+            if objective == "margin":
+                out.append(spec)
+                continue
+            out.append(
+                replace(
+                    spec,
+                    name=f"{spec.name}-{objective}",
+                    overrides={**spec.overrides, "objective": objective},
+                    description=f"{spec.description}; objective {objective}",
+                )
+            )
+    return out
+
+
 def select_methods(s: BenchmarkSettings) -> list[MethodSpec]:
-    """The default rows named in ``s.rows`` (all when empty), in their usual order, plus ``s.references``."""
+    """The default rows named in ``s.rows`` (all when empty), in their usual order, each trained one per
+    objective of ``s.objectives``, plus ``s.references``."""
     methods = default_methods(s.references)
     unknown = sorted(set(s.rows) - {m.name for m in methods})
     if unknown:
         raise ValueError(f"unknown rows {unknown}; known: {[m.name for m in methods if m.reference is None]}.")
-    return [m for m in methods if not s.rows or m.name in s.rows or m.reference is not None]
+    chosen = [m for m in methods if not s.rows or m.name in s.rows or m.reference is not None]
+    chosen = [
+        replace(m, eval_modes=tuple(x for x in m.eval_modes if x in s.gated_modes) or m.eval_modes[:1])
+        if m.finetune_method == "quality_gated"
+        else m
+        for m in chosen
+    ]
+    return per_objective(chosen, s.objectives)
+
+
+def resolve_target_set(base: nn.Module, name: str) -> list[str] | None:
+    """The target modules a named set stands for on ``base``: ``default`` (None: the per-architecture default),
+    ``all-linear`` (:func:`all_linear_targets`), or a layer-group expression the base's model family registers
+    (``stem+default``, ``stem+all-linear`` on the real-face base: see :func:`petal_peft.tuner.target_module_groups`),
+    kept as the expression, which the adapter resolves."""
+    from ..tuner.targets import resolve_target_modules, target_module_groups
+
+    if name == "default":
+        return None
+    groups = target_module_groups(base)
+    if name == ALL_LINEAR and ALL_LINEAR not in groups:
+        return all_linear_targets(base)
+    try:
+        resolved = resolve_target_modules(base, [name])
+    except ValueError as err:
+        raise ValueError(f"--targets {name}: {err}") from None
+    if resolved == [name]:  # not a group expression of this base
+        known = list(dict.fromkeys(["default", ALL_LINEAR, *sorted(groups)]))
+        raise ValueError(f"unknown target set {name!r} for {type(base).__name__}; known: {known} (groups join with +).")
+    return [name]
 
 
 def train_config(
@@ -123,6 +185,7 @@ def train_config(
     gate: dict[str, Any],
     image_size: int,
     all_linear: list[str] | None = None,
+    target_set: list[str] | None = None,
 ) -> Any:
     """The FaceAdapterTrainingConfig of one (row, seed): the shared budget plus the row's overrides
     (``all_linear``: what :data:`ALL_LINEAR` stands for on this base, see :func:`all_linear_targets`)."""
@@ -162,7 +225,18 @@ def train_config(
             gate_threshold=gate["gate_threshold"],
             gate_temperature=gate["gate_temperature"],
         )
+    if target_set is not None and spec.finetune_method != "full":
+        fields["target_modules"] = list(target_set)
+    fields.update(objective="margin", head_init=s.head_init, distill_weight=s.distill_weight)
     fields.update(spec.overrides)
+    if fields["objective"] != "margin":
+        fields["degrade_fraction"] = s.distill_degrade_fraction  # sharp and degraded images in each batch
+        # the frozen base's targets, shared by every row and seed of the run (same base, same images)
+        fields["teacher_cache"] = str(Path(out_dir).parent / "teacher_targets.safetensors")
+    if fields["objective"] == "distill":
+        fields["head_init"] = "random"  # no head to start
+    elif fields["head_init"] == "imprint":
+        fields["teacher_cache"] = str(Path(out_dir).parent / "teacher_targets.safetensors")
     if fields.get("target_modules") == ALL_LINEAR:
         if not all_linear:
             raise ValueError(f"method {spec.name!r} adapts every linear layer: pass all_linear_targets(base).")

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .aggregate import aggregate
 from .data import BenchmarkData
 from .evaluate import evaluate_split, model_embedder, reference_embedder
-from .methods import MethodSpec, all_linear_targets, select_methods, train_config
+from .methods import MethodSpec, all_linear_targets, resolve_target_set, select_methods, train_config
 from .models import load_base, load_trained, prepare_base, publish_run_folder, weights_file_size
 from .report import write_json
 from .settings import BenchmarkSettings
@@ -116,6 +116,7 @@ def _run_row(
     train_dir: Path,
     image_size: int,
     all_linear: list[str],
+    target_set: list[str] | None,
 ) -> list[dict[str, Any]]:
     """Train (if the row is trained), save, evaluate one (row, seed); write its metrics.json."""
     from ..training import train
@@ -132,7 +133,7 @@ def _run_row(
         info.update(trainable_parameters=0, file_bytes=0, train_s=0.0)
     else:
         run_dir = work / "runs" / f"{spec.name}-s{seed}"
-        config = train_config(spec, s, seed, base_model, train_dir, run_dir, gate, image_size, all_linear)
+        config = train_config(spec, s, seed, base_model, train_dir, run_dir, gate, image_size, all_linear, target_set)
         result = train(config)
         publish_run_folder(result.adapter_dir, folder)
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -181,18 +182,20 @@ def run_benchmark(s: BenchmarkSettings, methods: list[MethodSpec] | None = None)
     base = load_base(base_model)
     base_params = sum(p.numel() for p in base.parameters())
     all_linear = all_linear_targets(base)
+    target_set = resolve_target_set(base, s.targets)
     runs: list[dict[str, Any]] = []
     jobs = [(spec, seed) for spec in methods for seed in (s.seeds if spec.trained else s.seeds[:1])]
     bar = tqdm(jobs, desc="benchmark", disable=not s.progress)
     base_id = _base_identity(base_model, s.base)
     context = dict(s=s, out=out, work=work, base=base, base_model=base_model, ps=ps, data=data, gate=gate)
-    context.update(train_dir=train_dir, image_size=image_size, all_linear=all_linear)
+    context.update(train_dir=train_dir, image_size=image_size, all_linear=all_linear, target_set=target_set)
     try:
         for spec, seed in bar:
             bar.set_postfix(method=spec.name, seed=seed)
             splits: tuple[str, ...] = ("val", "eval")
             if spec.reference is not None or (s.validation_rows == "variants" and not spec.is_variant):
                 splits = ("eval",)  # only the candidates for the best variant need the validation group
+            splits = tuple(g for g in splits if g in s.groups) or tuple(s.groups)
             folder = out / spec.name / f"seed{seed}" if spec.trained else out / spec.name
             row = _spec_record(spec)
             fingerprint = s.fingerprint(row=row, splits=list(splits), base=base_id, seed=seed if spec.trained else None)

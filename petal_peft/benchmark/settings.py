@@ -59,6 +59,12 @@ class BenchmarkSettings:
     learning_rate: float = 1e-3
     weight_decay: float = 0.05
     lora_r: int = 8
+    # -- objective and targets of the trained rows (each objective gives its own rows; see methods.py) ------
+    objectives: tuple[str, ...] = ("margin",)  # margin, distill, margin+distill
+    distill_weight: float = 1.0  # of the distillation term in margin+distill
+    distill_degrade_fraction: float = 0.5  # share of degraded images in a distillation batch (the rest sharp)
+    head_init: str = "random"  # the margin head: random, or imprint (class prototypes of the frozen base)
+    targets: str = "default"  # the adapters' target modules: default, all-linear, or a named set of the base
     head: str = "cosface"
     head_scale: float = 32.0
     head_margin: float = 0.2
@@ -69,18 +75,50 @@ class BenchmarkSettings:
     # which rows are also evaluated on the validation group: "all", or "variants" (only the candidates for the
     # best variant need it; saves evaluation time)
     validation_rows: str = "all"
+    # the evaluation modes of the quality-gated rows (a subset of gate, proxy: fewer modes, less evaluation time)
+    gated_modes: tuple[str, ...] = ("gate", "proxy")
+    # the groups evaluated: ("val",) for an ablation that must not look at the evaluation folds
+    groups: tuple[str, ...] = ("val", "eval")
     flip_test: bool = True  # embed each image and its mirror (flip-fused embeddings)
     num_threads: int = 2
     eval_batch_size: int = 256
     progress: bool = True
     quick: bool = False
+    # a folder (outside any repository) where prepared images are kept between runs: later runs skip the alignment
+    prepared_cache: str | None = None
     keep_work: bool = False  # keep <out>/work (the prepared adaptation images) after the run
     resume: bool = False  # reuse rows whose <out>/<method>/[seed<k>/]metrics.json has these settings' fingerprint
 
     #: fields that do not change a row's numbers (where it is written, how it is shown, how it is resumed)
-    NOT_FINGERPRINTED = ("out", "seeds", "progress", "keep_work", "resume", "quick", "rows", "references")
+    NOT_FINGERPRINTED = (
+        "out",
+        "seeds",
+        "progress",
+        "keep_work",
+        "resume",
+        "quick",
+        "rows",
+        "references",
+        "prepared_cache",
+    )
 
     def __post_init__(self) -> None:
+        self.objectives = tuple(self.objectives)
+        from ..training.objectives import OBJECTIVES
+
+        bad = [o for o in self.objectives if o not in OBJECTIVES]
+        if bad or not self.objectives or len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(f"objectives must be distinct names among {OBJECTIVES}, got {self.objectives}.")
+        if self.head_init not in ("random", "imprint"):
+            raise ValueError(f"head_init must be 'random' or 'imprint', got {self.head_init!r}.")
+        if not 0.0 <= self.distill_degrade_fraction <= 1.0:
+            raise ValueError(f"distill_degrade_fraction must be in [0, 1], got {self.distill_degrade_fraction}.")
+        self.groups = tuple(self.groups)
+        self.gated_modes = tuple(self.gated_modes)
+        if not self.gated_modes or not set(self.gated_modes) <= {"gate", "proxy"}:
+            raise ValueError(f"gated_modes must be among ('gate', 'proxy'), got {self.gated_modes}.")
+        if not self.groups or not set(self.groups) <= {"val", "eval"}:
+            raise ValueError(f"groups must be among ('val', 'eval'), got {self.groups}.")
         for name in ("seeds", "extra_face_sets", "eval_folds", "validation_folds", "adapt_folds", "base_folds"):
             setattr(self, name, tuple(getattr(self, name)))
         self.references = tuple(self.references)

@@ -36,7 +36,7 @@ class HFFaceDataset(FaceDataset):
         self,
         hf_dataset: Any,
         image_column: str = "image",
-        label_column: str = "label",
+        label_column: str | None = "label",
         transform: FaceTransform | None = None,
         degradation: LowResolutionDegradation | None = None,
         seed: int = 0,
@@ -59,13 +59,31 @@ class HFFaceDataset(FaceDataset):
         self.description = description or f"dataset {name or '(in memory)'}"
         columns = list(hf_dataset.column_names)
         for role, col in (("image", image_column), ("label", label_column)):
-            if col not in columns:
+            if col is not None and col not in columns:
                 raise DataValidationError(
                     f"{self.description}: missing {role} column {col!r}; columns are {columns}. "
                     f"Pass {role}_column= to name the right one."
                 )
         self.image_column, self.label_column = image_column, label_column
         self.hf_dataset = hf_dataset
+        if label_column is None:  # label-free training (the distill objective): every image ignored-label
+            self.labels, self.classes, self.num_classes = [-100] * len(hf_dataset), None, 0
+            min_identities = 0
+        else:
+            self._read_labels(hf_dataset, label_column)
+        # An undecoded view of the image column: validation checks the encoded bytes without decoding.
+        self._raw_images = None
+        if isinstance(hf_dataset.features[image_column], datasets.Image):
+            self._raw_images = hf_dataset.cast_column(image_column, datasets.Image(decode=False))
+        validate_face_dataset(
+            self,
+            check_images=check_images,
+            decode_limit=decode_limit,
+            min_identities=min_identities,
+            allow_ignore=label_column is None,
+        )
+
+    def _read_labels(self, hf_dataset: Any, label_column: str) -> None:
         feature = hf_dataset.features[label_column]
         raw = list(hf_dataset[label_column])
         if any(v is None for v in raw):
@@ -91,11 +109,6 @@ class HFFaceDataset(FaceDataset):
             names = getattr(feature, "names", None)
             self.classes = list(names) if names else None
             self.num_classes = len(names) if names else (max(labels) + 1 if labels else 0)
-        # An undecoded view of the image column: validation checks the encoded bytes without decoding.
-        self._raw_images = None
-        if isinstance(hf_dataset.features[image_column], datasets.Image):
-            self._raw_images = hf_dataset.cast_column(image_column, datasets.Image(decode=False))
-        validate_face_dataset(self, check_images=check_images, decode_limit=decode_limit, min_identities=min_identities)
 
     def _value_to_source(self, index: int, value: Any) -> tuple[str, str | bytes | Image.Image]:
         name = f"{self.description} row {index}"
@@ -139,7 +152,7 @@ def _is_saved_dataset(path: Path) -> bool:
 def load_hf_face_dataset(
     dataset_name_or_path: Any,
     image_column: str = "image",
-    label_column: str = "label",
+    label_column: str | None = "label",
     split: str = "train",
     transform: FaceTransform | None = None,
     degradation: LowResolutionDegradation | None = None,

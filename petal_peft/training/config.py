@@ -26,6 +26,8 @@ __all__ = [
 QualitySource = Literal["auto", "estimator", "degradation"]
 FinetuneMethod = Literal["quality_gated", "lora", "full"]
 FINETUNE_METHODS = ("quality_gated", "lora", "full")
+Objective = Literal["margin", "distill", "margin+distill"]
+HeadInit = Literal["random", "imprint"]
 
 
 @dataclass
@@ -91,6 +93,32 @@ class FaceAdapterTrainingConfig:
     head_scale: float = field(default=64.0, metadata={"help": "Logit scale s of the margin head."})
     head_margin: float | None = field(
         default=None, metadata={"help": "Margin m (default: the head's own, CosFace 0.4, ArcFace 0.5)."}
+    )
+    # ---- objective -------------------------------------------------------------------------------------------
+    objective: Objective = field(
+        default="margin",
+        metadata={
+            "help": "'margin' (the margin head over identities: needs labels), 'distill' (label-free: the embeddings "
+            "of each degraded image at its low quality and of the sharp image at its high quality are pulled to "
+            "the frozen base's embedding of the sharp image) or 'margin+distill' (margin + distill_weight * distill)."
+        },
+    )
+    distill_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the distillation term in --objective margin+distill."}
+    )
+    head_init: HeadInit = field(
+        default="random",
+        metadata={
+            "help": "How the margin head starts: 'random', or 'imprint' (each row the frozen base's mean sharp "
+            "embedding of that identity)."
+        },
+    )
+    teacher_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "safetensors file of the frozen base's sharp-image embeddings (distillation targets, imprinted "
+            "head), reused when base and data match. Default: output_dir/teacher_targets.safetensors."
+        },
     )
     # ---- what is trained ---------------------------------------------------------------------------------------
     finetune_method: FinetuneMethod = field(
@@ -247,6 +275,16 @@ class FaceAdapterTrainingConfig:
                 raise ValueError
         except ValueError:
             problems.append(f"--quality-estimator-kwargs must be a JSON object, got {self.quality_estimator_kwargs!r}")
+        from .objectives import OBJECTIVES, needs_labels
+
+        if self.objective not in OBJECTIVES:
+            problems.append(f"--objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        elif self.head_init == "imprint" and not needs_labels(self.objective):
+            problems.append(f"--head-init imprint needs a margin head: --objective {self.objective} trains none")
+        if self.head_init not in ("random", "imprint"):
+            problems.append(f"--head-init must be 'random' or 'imprint', got {self.head_init!r}")
+        if not math.isfinite(float(self.distill_weight)) or self.distill_weight <= 0:
+            problems.append(f"--distill-weight must be a finite number > 0, got {self.distill_weight}")
         if self.finetune_method not in FINETUNE_METHODS:
             problems.append(f"--finetune-method must be one of {FINETUNE_METHODS}, got {self.finetune_method!r}")
         if self.quality_source == "estimator" and not self.quality_estimator:

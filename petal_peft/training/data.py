@@ -25,6 +25,7 @@ from ..data import (
 )
 from ..data.validation import validate_labels
 from .config import FaceAdapterTrainingConfig
+from .objectives import needs_labels
 
 __all__ = ["EpochShuffleSampler", "build_train_dataloader", "build_train_dataset", "drop_unusable_images"]
 
@@ -94,9 +95,8 @@ def build_train_dataset(
             seed=config.seed,
         )
     skip = config.skip_corrupt_images
-    dataset = build_face_dataset(
-        source, transform=transform, degradation=degradation, seed=config.seed, check_images=not skip
-    )
+    kwargs = dict(transform=transform, degradation=degradation, seed=config.seed, check_images=not skip)
+    dataset = _labelled_or_not(config, source, kwargs)
     if isinstance(dataset, TinyFaceEvalSplit):
         raise DataValidationError(
             f"--train_data {source} is a TinyFace evaluation split (Probe/, Gallery_Match/); training needs "
@@ -105,7 +105,7 @@ def build_train_dataset(
     skipped: list[str] = []
     if skip:
         dataset, skipped = drop_unusable_images(dataset)
-    if dataset.num_classes < 2:
+    if needs_labels(config.objective) and dataset.num_classes < 2:
         raise DataValidationError(
             f"--train_data {source}: a margin head needs >= 2 identities, found {dataset.num_classes}."
         )
@@ -115,6 +115,27 @@ def build_train_dataset(
         dataset = FaceSubset(dataset, keep.tolist())
     dataset.skipped_images = skipped
     return dataset
+
+
+def _labelled_or_not(config: FaceAdapterTrainingConfig, source: str, kwargs: dict) -> FaceDataset:
+    """The training set: label-free sources (a plain image folder, a dataset without a label column) are read
+    without labels for the ``distill`` objective and refused, in one line, for the objectives that need them."""
+    from ..data.unlabeled import build_unlabeled_face_dataset, label_free_reason
+
+    reason = label_free_reason(source)
+    if reason is None:
+        try:
+            return build_face_dataset(source, **kwargs)
+        except DataValidationError as err:
+            if "missing label column" not in str(err):
+                raise
+            reason = "a dataset without a 'label' column"
+    if needs_labels(config.objective):
+        raise DataValidationError(
+            f"--objective {config.objective} needs identity labels, but --train-data {source} is {reason}: "
+            "use --objective distill (label-free), or give the identities (one subfolder per identity)."
+        )
+    return build_unlabeled_face_dataset(source, **kwargs)
 
 
 def build_train_dataloader(

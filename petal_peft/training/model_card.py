@@ -203,7 +203,8 @@ def adapter_model_card(
             "quality_source (training)": quality_source,
         },
         training_settings={
-            "head": config.head,
+            "objective": config.objective,
+            "head": config.head if config.objective != "distill" else "none",
             "epochs": epochs,
             "optimizer steps": optimizer_steps,
             "global batch": config.per_device_train_batch_size * num_processes * config.gradient_accumulation_steps,

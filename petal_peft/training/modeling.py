@@ -149,9 +149,10 @@ def backbone_parameter_counts(backbone: nn.Module) -> tuple[int, int]:
 
 
 class FaceEmbeddingClassifier(nn.Module):
-    """``backbone`` (a PeftModel) -> pooled embedding -> ``head`` margin logits."""
+    """``backbone`` (a PeftModel) -> pooled embedding -> ``head`` margin logits (``head`` None: the label-free
+    ``distill`` objective trains no head)."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module | None) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -161,6 +162,13 @@ class FaceEmbeddingClassifier(nn.Module):
         return pooled_embedding(self.backbone(pixel_values=pixel_values, **kwargs))
 
     def forward(
-        self, pixel_values: torch.Tensor, labels: torch.Tensor, quality: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        return self.head(self.embed(pixel_values, quality), labels)
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        quality: torch.Tensor | None = None,
+        with_embeddings: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """Margin logits; with ``with_embeddings``, ``(embeddings, logits or None)`` from the same forward."""
+        embeddings = self.embed(pixel_values, quality)
+        logits = self.head(embeddings, labels) if self.head is not None else None
+        return (embeddings, logits) if with_embeddings else logits

@@ -34,6 +34,7 @@ from .modeling import (
     load_base_model,
     resolve_image_settings,
 )
+from .objective_setup import build_objective, objective_dataset
 from .run_guard import (
     OutputDirError,
     check_output_dir,
@@ -248,6 +249,7 @@ class _RunModel:
     trainable: list[torch.nn.Parameter]
     trainable_parameters: int
     total_parameters: int
+    loss_fn: Any  # the objective's loss of one batch (petal_peft.training.objectives.ObjectiveLoss)
 
 
 def _train(
@@ -310,6 +312,7 @@ def _train(
             state=state,
             evaluate=evaluate,
             quality_source=quality_source,
+            loss_fn=parts.loss_fn,
         )
     )
 
@@ -373,6 +376,7 @@ def _prepare_data(
     record["train_data"] = data_fingerprint(train_dataset)
     if loaded is not None:
         compare_run_records(loaded.run_record, record, loaded.path)
+    train_dataset = objective_dataset(config, train_dataset)
     train_loader, sampler = build_train_dataloader(config, train_dataset, accelerator.num_processes)
     if evaluation_hook is None and eval_source is not None:
         hook_class = (
@@ -402,7 +406,6 @@ def _prepare_data(
 
 def _build_model(config: FaceAdapterTrainingConfig, accelerator: Any, data: _RunData) -> _RunModel:
     """Step 2: the frozen base with its adapter, a new margin head, the optimizer; prepared by Accelerate."""
-    from ..heads import build_head
     from ..tuner.fingerprint import tensor_fingerprint
 
     base = load_base_model(config)
@@ -416,10 +419,17 @@ def _build_model(config: FaceAdapterTrainingConfig, accelerator: Any, data: _Run
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     peft_model = build_backbone(base, config_with_gate(config, data.gate), data.info)
     trainable_parameters, total_parameters = backbone_parameter_counts(peft_model)
-    head_kwargs: dict[str, Any] = {"s": config.head_scale}
-    if config.head_margin is not None:
-        head_kwargs["m"] = config.head_margin
-    head = build_head(config.head, embedding_size=dim, num_classes=data.train_dataset.num_classes, **head_kwargs)
+    head, loss_fn, _ = build_objective(  # the head (if the objective has one), the teacher targets, the loss
+        config,
+        peft_model.to(accelerator.device),
+        data.train_dataset,
+        dim,
+        data.record["base_model"],
+        data.record["train_data"],
+        device=accelerator.device,
+        write_cache=accelerator.is_main_process,
+        progress=accelerator.is_main_process and config.progress_bar,
+    )
     model = FaceEmbeddingClassifier(peft_model, head)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -439,6 +449,7 @@ def _build_model(config: FaceAdapterTrainingConfig, accelerator: Any, data: _Run
         trainable,
         trainable_parameters,
         total_parameters,
+        loss_fn,
     )
 
 
@@ -485,7 +496,8 @@ def _save_run(
     adapter_dir = Path(config.output_dir) / ADAPTER_DIRNAME
     with atomic_directory(adapter_dir) as tmp:
         unwrapped.backbone.save_pretrained(str(tmp))
-        unwrapped.head.save_pretrained(tmp)
+        if unwrapped.head is not None:  # the distill objective trains no head
+            unwrapped.head.save_pretrained(tmp)
         (tmp / "training_config.json").write_text(config.to_json())
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         (tmp / "README.md").write_text(card, encoding="utf-8")

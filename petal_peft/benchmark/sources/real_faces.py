@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ...images import ImageReadError, read_image
 from ..data import DATA_SOURCES, DISTRACTOR, BenchmarkData, EvalSplit, calibration_images, degrade_images, stack_images
-from ..prepare import build_preparation
+from ..prepare import IMAGE_PREPARATIONS, build_preparation
 from ..settings import BenchmarkSettings
 
 __all__ = [
@@ -250,8 +250,20 @@ def _read(path: Path) -> Image.Image:
         raise OSError(f"cannot read face image {err}") from None
 
 
-def _init_worker(name: str, size: int) -> None:
+def _init_worker(name: str, size: int, factory: Any) -> None:
+    if name not in IMAGE_PREPARATIONS:  # registered at run time in the parent: the pickled factory brings it
+        IMAGE_PREPARATIONS.register(name, factory)
     _WORKER["prepare"] = build_preparation(name, size)
+
+
+def _picklable(obj: Any) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(obj)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return False
+    return True
 
 
 def _prepare_chunk(paths: list[Path]) -> list[np.ndarray]:
@@ -259,25 +271,37 @@ def _prepare_chunk(paths: list[Path]) -> list[np.ndarray]:
 
 
 class _PreparedImages:
-    """Path -> prepared PIL image, each file read and prepared once (in ``workers`` processes when > 1)."""
+    """Path -> prepared PIL image, each file read and prepared once (in ``workers`` processes when > 1).
+
+    Worker processes are spawned, never forked, so this is safe to call after torch ran in the same process; a
+    preparation whose factory cannot be pickled (a local function) runs in this process instead."""
 
     def __init__(self, name: str, size: int, workers: int, progress: bool) -> None:
         self.name, self.size, self.workers, self.progress = name, size, workers, progress
-        self.prepare = build_preparation(name, size)
+        self._prepare: Any = None
         self.cache: dict[Path, Image.Image] = {}
+
+    @property
+    def prepare(self) -> Any:
+        """Built on first use: a run whose images are all cached never loads the aligner."""
+        if self._prepare is None:
+            self._prepare = build_preparation(self.name, self.size)
+        return self._prepare
 
     def load(self, paths: Sequence[Path], desc: str = "preparing face images") -> list[Image.Image]:
         todo = [p for p in dict.fromkeys(paths) if p not in self.cache]
         bar = tqdm(total=len(todo), desc=desc, disable=not self.progress or not todo)
-        if self.workers > 1 and len(todo) >= 64:
+        factory = IMAGE_PREPARATIONS.get(self.name) if todo else None
+        if self.workers > 1 and len(todo) >= 64 and _picklable(factory):
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            fork = "fork" in multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if fork else None)
+            # "spawn": fresh interpreters. A forked child of a process that already ran torch (or dlib) inherits
+            # locks held by threads that do not exist in the child, and the preparation then hangs for ever.
+            context = multiprocessing.get_context("spawn")
             chunks = [todo[i : i + 32] for i in range(0, len(todo), 32)]
             with ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=_init_worker, initargs=(self.name, self.size)
+                self.workers, mp_context=context, initializer=_init_worker, initargs=(self.name, self.size, factory)
             ) as pool:
                 for chunk, arrays in zip(chunks, pool.map(_prepare_chunk, chunks)):
                     self.cache.update((p, Image.fromarray(a)) for p, a in zip(chunk, arrays))
@@ -288,6 +312,37 @@ class _PreparedImages:
                 bar.update(1)
         bar.close()
         return [self.cache[p] for p in paths]
+
+
+class _PreparedStore:
+    """Prepared images kept between runs in ``<folder>/prepared-<preparation>-<size>px.npz`` (a folder the user
+    names, outside any repository: the file holds pixels of the faces): the dlib alignment of 4,576 photographs
+    costs minutes, and a benchmark is often run several times on the same data."""
+
+    def __init__(self, folder: str | os.PathLike, name: str, size: int) -> None:
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+        self.path = Path(folder) / f"prepared-{safe}-{size}px.npz"
+
+    def read(self) -> dict[Path, Image.Image]:
+        if not self.path.is_file():
+            return {}
+        with np.load(self.path, allow_pickle=False) as data:
+            paths = json.loads(str(data["paths"]))
+            pixels = data["pixels"]
+            return {Path(p): Image.fromarray(pixels[i]) for i, p in enumerate(paths)}
+
+    def write(self, cache: dict[Path, Image.Image]) -> None:
+        from ...files import write_file_atomic
+
+        paths = sorted(cache, key=str)
+        pixels = np.stack([np.asarray(cache[p].convert("RGB")) for p in paths])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, paths=np.asarray(json.dumps([str(p) for p in paths])), pixels=pixels)
+
+        write_file_atomic(self.path, write)
 
 
 def _split(plan: SplitPlan, images: _PreparedImages, size: int, probe_sizes: tuple[int, int], seed: int, name: str):
@@ -308,9 +363,15 @@ def real_faces_source(s: BenchmarkSettings, image_size: int) -> BenchmarkData:
     """LFW folds (+ extra sets) as disjoint groups, prepared at ``image_size`` (see the module docstring)."""
     plan = plan_real_faces(s)
     images = _PreparedImages(s.prepare, image_size, s.num_threads, s.progress)
+    store = _PreparedStore(s.prepared_cache, s.prepare, image_size) if s.prepared_cache else None
+    if store is not None:
+        images.cache.update(store.read())
     every = [p for paths in plan.adapt.values() for p in paths]
     every += [p for split in plan.splits.values() for p in split.sharp + split.probes]
+    before = len(images.cache)
     images.load(every)  # each distinct file once, in parallel where allowed
+    if store is not None and len(images.cache) > before:
+        store.write(images.cache)
     adapt = {name: images.load(paths) for name, paths in plan.adapt.items()}
     calib_sharp, calib_low = calibration_images(
         adapt, s.calibration_images, s.capture_sizes("train", image_size), image_size
