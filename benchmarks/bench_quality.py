@@ -16,7 +16,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import petal_peft.quality as Q
+from petal_peft.benchmark.budget import timed
 from petal_peft.quality.degrade import VARIANTS, degrade
 
 LEVELS = (8, 12, 16, 24, 32, 48)
@@ -110,16 +110,6 @@ def reference_brisque():
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def timed(fn, repeats: int) -> list[float]:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def score_all(estimator, images: torch.Tensor, batch: int = 256) -> torch.Tensor:

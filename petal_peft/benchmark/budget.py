@@ -38,14 +38,20 @@ class RunCosts:
         return asdict(self)
 
 
-def _time(fn, repeats: int) -> float:
+def timed(fn, repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn``, after one warm-up call."""
     fn()  # warm-up
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+    return times
+
+
+def _time(fn, repeats: int) -> float:
+    times = sorted(timed(fn, repeats))
+    return times[len(times) // 2]
 
 
 def _eval_key(spec: MethodSpec, mode: str) -> str:
