@@ -92,7 +92,9 @@ import petal_peft  # registers the adapter type with PEFT
 from peft import PeftModel
 from transformers import AutoModel
 
-model = PeftModel.from_pretrained(AutoModel.from_pretrained("{BASE}"), "benchmarks/real_face_adapter")
+model = PeftModel.from_pretrained(
+    AutoModel.from_pretrained("{BASE}"), "benchmarks/real_face_adapter"
+)
 embeddings = model(pixel_values=images).pooler_output  # images: [B, 3, 112, 112], normalised to [-1, 1]
 ```
 
