@@ -25,12 +25,16 @@ pytest.importorskip("onnxscript", reason="the onnx extra is not installed")
 from petal_peft.export import (  # noqa: E402
     AdapterMismatchError,
     ExportUnsupportedError,
+    SelfGatedEncoder,
+    compare_with_torch,
     export_onnx,
     max_relative_difference,
     onnx_session,
+    parity_batches,
     run_session,
     smooth_images,
 )
+from petal_peft.quality import ResolutionEstimator, quality_fn_from_settings  # noqa: E402
 
 TOLERANCE = 1e-4
 SIZE = (32, 32)
@@ -212,3 +216,49 @@ def test_smooth_images_are_smooth_and_in_range():
     step = (x[..., 1:] - x[..., :-1]).abs().mean()
     assert step < 0.1 * (torch.randn(3, 3, 32, 32).diff(dim=-1).abs().mean())
     assert not np.allclose(x[0].numpy(), x[1].numpy())
+
+
+def steep_gate_model(temperature: float) -> nn.Module:
+    """An adapter whose gate threshold sits at the median score of the export check's own images."""
+    estimator = ResolutionEstimator()
+    scores = torch.cat([estimator(b["pixel_values"]) for b in parity_batches(SIZE, (0.5,) * 3, (0.5,) * 3)])
+    config = QualityGatedLoraConfig(
+        r=4,
+        lora_alpha=4,
+        lora_dropout=0.0,
+        quality_estimator="resolution",
+        gate_mode="sigmoid",
+        gate_threshold=float(scores.median()),
+        gate_temperature=temperature,
+    )
+    model = get_peft_model(tiny_model("vit"), config)
+    randomize_adapters(model)
+    return model.eval()
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.01])
+def test_a_steep_gate_is_checked_stage_by_stage(temperature, tmp_path):
+    # near a steep gate's threshold, a float32 rounding difference in the score (about 1e-6 of it) moves the
+    # quality, and with it the embedding, far more than the tolerance: the check compares each stage on the graph's
+    # own input, and the quality against its [0, 1] range
+    paths = export_onnx(steep_gate_model(temperature), None, tmp_path / "onnx", parts=["gated_estimator"])
+    card = json.loads(open(paths["card"]).read())
+    worst = card["models"]["gated_estimator"]["max_relative_difference_vs_torch"]
+    assert set(worst) == {"embedding", "quality", "quality_score"}
+    assert max(worst.values()) <= TOLERANCE
+
+
+@torch.no_grad()
+def test_the_stagewise_check_still_catches_a_gate_that_differs(tmp_path):
+    model = steep_gate_model(1.0)
+    paths = export_onnx(model, None, tmp_path / "onnx", parts=["gated_estimator"])
+    settings = {**model.peft_config["default"].gate_settings(), "gate_threshold": 0.0}
+    function = quality_fn_from_settings(settings)
+    other = SelfGatedEncoder(model, function.estimator, function.gate)
+    batches = parity_batches(SIZE, (0.5,) * 3, (0.5,) * 3)
+    names = ["embedding", "quality", "quality_score"]
+    worst = compare_with_torch(
+        other, paths["gated_estimator"], batches, ["pixel_values"], names, other.expected_given, {"quality": 1.0}
+    )
+    assert worst["quality_score"] <= TOLERANCE  # the estimator is the same
+    assert worst["quality"] > 100 * TOLERANCE  # the gate is not

@@ -10,7 +10,7 @@ mixed in one batch, 0 and 1 included, so that a graph that ignored or mixed up `
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -76,13 +76,17 @@ def parity_batches(
     return out
 
 
-def max_relative_difference(actual: Any, expected: Any) -> float:
-    """``max |actual - expected| / max |expected|`` (0 when both are all zero)."""
+def max_relative_difference(actual: Any, expected: Any, min_scale: float = 0.0) -> float:
+    """``max |actual - expected| / max(max |expected|, min_scale)`` (0 when both are all zero).
+
+    ``min_scale`` is for bounded outputs: a quality in [0, 1] is compared against its range, so that 7e-18 vs 0
+    far below a steep gate's threshold does not count as a 100 % difference.
+    """
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     if a.shape != e.shape:
         raise ValueError(f"shapes differ: {a.shape} vs {e.shape}.")
-    scale = float(np.abs(e).max()) if e.size else 0.0
+    scale = max(float(np.abs(e).max()) if e.size else 0.0, float(min_scale))
     diff = float(np.abs(a - e).max()) if e.size else 0.0
     if scale == 0.0:
         return diff
@@ -120,14 +124,36 @@ def compare_with_torch(
     batches: Sequence[Mapping[str, torch.Tensor]],
     input_names: Sequence[str],
     output_names: Sequence[str],
+    expected_given: Callable[..., Sequence[torch.Tensor]] | None = None,
+    min_scales: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """The largest relative difference per output between ``module`` and its ONNX export over ``batches``."""
+    """The largest relative difference per output between ``module`` and its ONNX export over ``batches``.
+
+    Args:
+        module: the PyTorch module that was exported.
+        onnx_path: its ``.onnx`` file.
+        batches: inputs by name.
+        input_names: the module's positional inputs, in order.
+        output_names: its outputs, in order.
+        expected_given: for a chain of stages, ``f(*inputs, actual)`` giving each output as PyTorch computes it
+            from the ONNX graph's own earlier outputs (``actual``, by name), so that each stage is checked on its
+            own input: a steep gate turns a float32 rounding difference in its score into a large one in its
+            output, which says nothing about whether the gate was exported right. None: ``module(*inputs)``.
+        min_scales: per output, the smallest scale a difference is divided by (see
+            :func:`max_relative_difference`); e.g. ``{"quality": 1.0}`` for a quality in [0, 1].
+
+    Returns:
+        ``{output name: max |onnx - torch| / max |torch|}`` over all batches.
+    """
     session = onnx_session(onnx_path)
     worst = dict.fromkeys(output_names, 0.0)
     for batch in batches:
-        expected = module(*[batch[name] for name in input_names])
-        expected = expected if isinstance(expected, (tuple, list)) else (expected,)
+        inputs = [batch[name] for name in input_names]
         actual = run_session(session, batch)
+        expected = module(*inputs) if expected_given is None else expected_given(*inputs, actual)
+        expected = expected if isinstance(expected, (tuple, list)) else (expected,)
         for name, value in zip(output_names, expected):
-            worst[name] = max(worst[name], max_relative_difference(actual[name], value.float().cpu().numpy()))
+            floor = (min_scales or {}).get(name, 0.0)
+            difference = max_relative_difference(actual[name], value.float().cpu().numpy(), floor)
+            worst[name] = max(worst[name], difference)
     return worst
