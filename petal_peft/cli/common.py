@@ -1,4 +1,6 @@
-"""The flags several subcommands share, defined once, and the one style of every flag.
+"""The flags several subcommands share, defined once, the helpers that pass their values on as the library's
+keyword arguments, the tables that declare a command's own flags and nested subcommands, and the one style of
+every flag.
 
 Style: ``--words-with-dashes`` (``--words_with_underscores`` accepted as an alias, not shown in ``--help``),
 ``--out`` for what a command writes, ``--no-progress`` for quiet runs, ``--json`` for machine-readable results on
@@ -10,12 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 __all__ = [
     "CliHelpFormatter",
     "DTYPES",
     "IMAGE_SIZE_FLAG",
+    "Subcommand",
     "accept_underscore_aliases",
     "add_device_arguments",
     "add_estimator_arguments",
@@ -100,10 +104,6 @@ def estimator_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"quality_estimator": args.quality_estimator, "quality_estimator_kwargs": args.quality_estimator_kwargs}
 
 
-#: ``--image-size``'s add_argument keywords (also for commands that take no normalisation flags)
-IMAGE_SIZE_FLAG: dict[str, Any] = {"type": int, "help": "input size in pixels (default: the model config's image_size)"}
-
-
 def embedder_options(
     args: argparse.Namespace, adapter: str = "adapter", proxy_encoders: str = "proxy_encoders"
 ) -> dict[str, Any]:
@@ -117,6 +117,10 @@ def embedder_options(
         "flip": not args.no_flip,
         "batch_size": args.batch_size,
     }
+
+
+#: ``--image-size``'s add_argument keywords (also for commands that take no normalisation flags)
+IMAGE_SIZE_FLAG: dict[str, Any] = {"type": int, "help": "input size in pixels (default: the model config's image_size)"}
 
 
 def add_image_arguments(p: argparse._ActionsContainer, recorded: bool = False) -> None:
@@ -151,16 +155,23 @@ def flag_values(args: argparse.Namespace, flags: dict[str, dict[str, Any]], **re
     return {renamed.get(dest, dest): getattr(args, dest) for dest in dests}
 
 
-def add_subcommands(
-    parser: argparse.ArgumentParser, dest: str, metavar: str, commands: dict[str, tuple[str, str, Any, Any]]
-) -> None:
-    """Nested subcommands (``convert KIND``, ``export FORMAT``) from a table: ``{name: (help, description,
-    add_arguments(parser), run(args))}``; one of them must be given."""
+class Subcommand(NamedTuple):
+    """One row of a table of nested subcommands (see :func:`add_subcommands`)."""
+
+    help: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def add_subcommands(parser: argparse.ArgumentParser, dest: str, metavar: str, commands: dict[str, Subcommand]) -> None:
+    """Nested subcommands (``convert KIND``, ``export FORMAT``) from a table ``{name: Subcommand}``; one of them
+    must be given, and its name is stored as ``dest``."""
     sub = parser.add_subparsers(dest=dest, metavar=metavar, required=True)
-    for name, (text, description, add_arguments, run) in commands.items():
-        command = sub.add_parser(name, help=text, description=description)
-        add_arguments(command)
-        command.set_defaults(func=run)
+    for name, command in commands.items():
+        p = sub.add_parser(name, help=command.help, description=command.description)
+        command.add_arguments(p)
+        p.set_defaults(func=command.run)
 
 
 def add_progress_argument(p: argparse._ActionsContainer) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import DTYPES, add_progress_argument, add_subcommands
+from .common import DTYPES, Subcommand, add_progress_argument, add_subcommands
 
 
 def _file_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,20 +65,20 @@ def register(parser: argparse.ArgumentParser) -> None:
         "weights, a PEFT adapter folder."
     )
     kinds = {
-        "petalface": (
+        "petalface": Subcommand(
             "a PETALface model.pt: Swin (pretrained, LoRA or quality-gated fine-tuned) or IResNet with LoRA",
             "Convert a PETALface model.pt (e.g. from the Hub repo kartiknarayan/PETALface): a Swin, or an IResNet "
             "with LoRA on its convolutions (written as a plain PEFT LoRA adapter).",
             _lora_arguments,
             run_convert,
         ),
-        "insightface-vit": (
+        "insightface-vit": Subcommand(
             "an insightface arcface_torch ViT (vit_t / vit_s / vit_b, with or without PETALface LoRA)",
             "Convert an insightface arcface_torch ViT checkpoint.",
             _vit_arguments,
             run_convert,
         ),
-        "insightface-iresnet": (
+        "insightface-iresnet": Subcommand(
             "an insightface arcface_torch IResNet backbone.pth (iresnet18 / 34 / 50 / 100 / 200)",
             "Convert an insightface arcface_torch IResNet backbone.pth (a plain state dict; the depth comes from the "
             "number of blocks per stage). A PETALface IResNet LoRA checkpoint also gets a PEFT LoRA adapter.",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from .common import (
+    Subcommand,
     add_estimator_arguments,
     add_image_arguments,
     add_model_arguments,
@@ -94,7 +95,7 @@ def run_proxy(args: argparse.Namespace) -> int:
 def register(parser: argparse.ArgumentParser) -> None:
     parser.description = "Export a quality-gated adapter for deployment."
     formats = {
-        "onnx": (
+        "onnx": Subcommand(
             "gallery/probe proxy encoders and the gated model as ONNX, checked with onnxruntime",
             "Writes gallery_encoder.onnx and probe_encoder.onnx (adapter merged at q=1 / q=0), gated.onnx (inputs "
             "pixel_values and quality) and, when the adapter has a quality estimator that exports, "
@@ -103,7 +104,7 @@ def register(parser: argparse.ArgumentParser) -> None:
             _onnx_arguments,
             run_onnx,
         ),
-        "proxy": (
+        "proxy": Subcommand(
             "the two proxy encoders as transformers checkpoints (loadable without petal-peft)",
             "Writes gallery_encoder/ (adapter merged at q=1) and probe_encoder/ (q=0).",
             _add_source_arguments,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from .common import (
     add_device_arguments,
@@ -16,8 +17,13 @@ from .common import (
     image_options,
 )
 
+if TYPE_CHECKING:
+    from petal_peft.inference.encoders import FaceEncoder
+
 
 def add_encoder_arguments(p: argparse.ArgumentParser, model_required: bool) -> None:
+    """The group "model (how images are embedded)": model, adapter or proxy encoders, encoder, quality estimator,
+    flip test, alignment, image and device settings."""
     from petal_peft.inference.encoders import ENCODERS
 
     g = p.add_argument_group("model (how images are embedded)")
@@ -36,7 +42,7 @@ def add_encoder_arguments(p: argparse.ArgumentParser, model_required: bool) -> N
     add_progress_argument(g)
 
 
-def build_encoder(args: argparse.Namespace):
+def build_encoder(args: argparse.Namespace) -> FaceEncoder:
     """The :class:`~petal_peft.inference.encoders.FaceEncoder` that :func:`add_encoder_arguments`' flags
     describe."""
     from petal_peft.inference import build_face_encoder
@@ -55,6 +61,7 @@ def build_encoder(args: argparse.Namespace):
 
 
 def need_model(args: argparse.Namespace, why: str) -> None:
+    """Refuse to embed images without ``--model`` (optional for the commands that also read embedded indexes)."""
     from petal_peft.cli import CliError
 
     if not args.model:
@@ -62,6 +69,7 @@ def need_model(args: argparse.Namespace, why: str) -> None:
 
 
 def skip_argument(p: argparse.ArgumentParser, what: str) -> None:
+    """``--skip-corrupt-images``; ``what`` names the images it applies to."""
     p.add_argument(
         "--skip-corrupt-images",
         "--skip_corrupt_images",
