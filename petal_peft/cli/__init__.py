@@ -1,10 +1,10 @@
 """The ``petal-peft`` command line: one subcommand per module of this package.
 
-Each module in :data:`COMMANDS` defines ``register(subparsers)``, which adds its subparser and sets
-``func(args) -> int`` as the default. A subcommand's flags are added only when that subcommand is used (or its
-``--help`` asked for), and heavy imports (torch, transformers) happen inside ``func``, so ``petal-peft --help``
-and ``--version`` load neither. Every bad input ends as one line on stderr naming the problem, with exit status 2
-(``-v`` shows the traceback).
+Each module in :data:`COMMANDS` defines ``register(parser)``, which fills in the command's parser (description and
+flags) and sets ``func(args) -> int`` as the default. A subcommand's flags are added only when that subcommand is
+used (or its ``--help`` asked for), and heavy imports (torch, transformers) happen inside ``func``, so
+``petal-peft --help`` and ``--version`` load neither. Every bad input ends as one line on stderr naming the
+problem, with exit status 2 (``-v`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -67,24 +67,6 @@ def one_line(err: BaseException) -> str:
     return line or type(err).__name__
 
 
-class _Filler:
-    """Stands in for the subparsers action when a command module registers itself: ``add_parser`` fills in the
-    parser that already exists (created empty for ``petal-peft --help``)."""
-
-    def __init__(self, parser: argparse.ArgumentParser) -> None:
-        self.parser = parser
-
-    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
-        p = self.parser
-        if name != p.command_name:  # a module defining several commands: fill the one asked for
-            return argparse.ArgumentParser(add_help=False)
-        p.description = kwargs.get("description", p.description)
-        for parent in kwargs.get("parents", ()):
-            p._add_container_actions(parent)
-            p._defaults.update(parent._defaults)
-        return p
-
-
 class CommandParser(argparse.ArgumentParser):
     """A subcommand's parser whose flags are added by its module on first use."""
 
@@ -98,7 +80,7 @@ class CommandParser(argparse.ArgumentParser):
         if not self._filled:
             self._filled = True
             module = importlib.import_module(f"{__name__}.{MODULES.get(self.command_name, self.command_name)}")
-            module.register(_Filler(self))
+            module.register(self)
             accept_underscore_aliases(self)
         return self
 
@@ -113,15 +95,6 @@ class CommandParser(argparse.ArgumentParser):
     def format_usage(self) -> str:
         self.fill()
         return super().format_usage()
-
-
-def _all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
-    found = [parser]
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in dict.fromkeys(action.choices.values()):
-                found += _all_parsers(sub)
-    return found
 
 
 def build_parser(fill: bool = False) -> argparse.ArgumentParser:

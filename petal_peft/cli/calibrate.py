@@ -12,37 +12,43 @@ from __future__ import annotations
 import argparse
 
 from .common import (
+    IMAGE_SIZE_FLAG,
     add_estimator_arguments,
+    add_flags,
     add_json_argument,
-    add_model_argument,
+    add_model_arguments,
     add_progress_argument,
     estimator_options,
+    flag_values,
     print_json,
 )
 
+#: the settings of the fit, passed on to :func:`~petal_peft.training.gate_calibration.calibrate_adapter`
+FIT_FLAGS = {
+    "--gate-mode": dict(choices=("sigmoid", "linear", "paper"), help="gate to fit (default: the adapter's)"),
+    "--max-images": dict(type=int, default=256, help="images drawn from the folder (default 256)"),
+    "--degrade-min-size": dict(type=int, default=8, help="smallest short side of a degraded copy (px)"),
+    "--degrade-max-size": dict(type=int, default=32, help="largest short side of a degraded copy (px)"),
+    "--seed": dict(type=int, default=0, help="seeds the sample and the degradations (default 0)"),
+    "--image-size": IMAGE_SIZE_FLAG,
+}
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "calibrate",
-        help="calibrate the quality gate of a trained adapter on a folder of sharp face images",
-        description="Fit the gate's threshold and temperature on sharp face images against degraded copies of "
-        "them (what training does at its start) and save them in the adapter's adapter_config.json.",
+
+def register(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Fit the gate's threshold and temperature on sharp face images against degraded copies of them (what "
+        "training does at its start) and save them in the adapter's adapter_config.json."
     )
-    add_model_argument(p, extra="; gives the input size")
-    p.add_argument("--adapter", required=True, help="folder of the quality-gated adapter (its config is rewritten)")
+    add_model_arguments(
+        p, extra="; gives the input size", adapter_required=True, adapter_note="(its config is rewritten)"
+    )
     p.add_argument("--images", required=True, help="folder of sharp face images (any tree), e.g. the gallery")
     add_estimator_arguments(p, what="default: the adapter's; given, it is saved with the gate")
-    p.add_argument("--gate-mode", choices=("sigmoid", "linear", "paper"), help="gate to fit (default: the adapter's)")
-    p.add_argument("--max-images", type=int, default=256, help="images drawn from the folder (default 256)")
-    p.add_argument("--degrade-min-size", type=int, default=8, help="smallest short side of a degraded copy (px)")
-    p.add_argument("--degrade-max-size", type=int, default=32, help="largest short side of a degraded copy (px)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the sample and the degradations (default 0)")
-    p.add_argument("--image-size", type=int, help="input size in pixels (default: the model config's image_size)")
+    add_flags(p, FIT_FLAGS)
     p.add_argument("--dry-run", action="store_true", help="print the calibration, leave the adapter unchanged")
     add_progress_argument(p)
     add_json_argument(p)
     p.set_defaults(func=run)
-    return p
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,12 +59,7 @@ def run(args: argparse.Namespace) -> int:
         args.adapter,
         args.images,
         **estimator_options(args),
-        gate_mode=args.gate_mode,
-        max_images=args.max_images,
-        min_size=args.degrade_min_size,
-        max_size=args.degrade_max_size,
-        seed=args.seed,
-        image_size=args.image_size,
+        **flag_values(args, FIT_FLAGS, degrade_min_size="min_size", degrade_max_size="max_size"),
         write=not args.dry_run,
     )
     if args.json:

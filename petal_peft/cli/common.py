@@ -1,4 +1,6 @@
-"""The flags several subcommands share, defined once, and the one style of every flag.
+"""The flags several subcommands share, defined once, the helpers that pass their values on as the library's
+keyword arguments, the tables that declare a command's own flags and nested subcommands, and the one style of
+every flag.
 
 Style: ``--words-with-dashes`` (``--words_with_underscores`` accepted as an alias, not shown in ``--help``),
 ``--out`` for what a command writes, ``--no-progress`` for quiet runs, ``--json`` for machine-readable results on
@@ -10,19 +12,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 __all__ = [
     "CliHelpFormatter",
     "DTYPES",
+    "IMAGE_SIZE_FLAG",
+    "Subcommand",
     "accept_underscore_aliases",
     "add_device_arguments",
     "add_estimator_arguments",
+    "add_flags",
     "add_image_arguments",
     "add_json_argument",
     "add_model_argument",
+    "add_model_arguments",
+    "add_output_arguments",
     "add_progress_argument",
+    "add_subcommands",
     "check_local_model_path",
+    "embedder_options",
+    "flag_values",
     "json_object",
     "print_json",
 ]
@@ -49,6 +60,38 @@ def add_model_argument(p: argparse._ActionsContainer, required: bool = True, ext
     )
 
 
+def add_model_arguments(
+    p: argparse._ActionsContainer,
+    *,
+    required: bool = True,
+    extra: str = "",
+    adapter_required: bool = False,
+    adapter_note: str = "trained on --model",
+    proxy_encoders: bool = False,
+) -> None:
+    """What a command loads: ``--model``, ``--adapter`` and, with ``proxy_encoders``, ``--proxy-encoders``."""
+    add_model_argument(p, required=required, extra=extra)
+    article = "the" if adapter_required else "a"
+    p.add_argument(
+        "--adapter", required=adapter_required, help=f"folder of {article} quality-gated adapter {adapter_note}"
+    )
+    if proxy_encoders:
+        p.add_argument(
+            "--proxy-encoders", help="folder written by petal-peft export proxy (gallery_encoder/, probe_encoder/)"
+        )
+
+
+def add_output_arguments(
+    p: argparse._ActionsContainer,
+    out: str,
+    overwrite: str = "replace an existing --out file",
+    required: bool = False,
+) -> None:
+    """``--out`` (help text ``out``) and the ``--overwrite`` that lets it replace what is there."""
+    p.add_argument("--out", required=required, help=out)
+    p.add_argument("--overwrite", action="store_true", help=overwrite)
+
+
 def add_estimator_arguments(p: argparse._ActionsContainer, what: str = "overrides or adds to the adapter's") -> None:
     p.add_argument("--quality-estimator", help=f"registered quality estimator, e.g. resolution or brisque ({what})")
     p.add_argument(
@@ -61,9 +104,28 @@ def estimator_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"quality_estimator": args.quality_estimator, "quality_estimator_kwargs": args.quality_estimator_kwargs}
 
 
+def embedder_options(
+    args: argparse.Namespace, adapter: str = "adapter", proxy_encoders: str = "proxy_encoders"
+) -> dict[str, Any]:
+    """The flags that choose and run the embedding network (``--adapter``, ``--proxy-encoders``, the quality
+    estimator, ``--no-flip``, ``--batch-size``) as the embedder builders' keyword arguments; ``adapter`` and
+    ``proxy_encoders`` are the builder's names for the two folders."""
+    return {
+        adapter: args.adapter,
+        proxy_encoders: args.proxy_encoders,
+        **estimator_options(args),
+        "flip": not args.no_flip,
+        "batch_size": args.batch_size,
+    }
+
+
+#: ``--image-size``'s add_argument keywords (also for commands that take no normalisation flags)
+IMAGE_SIZE_FLAG: dict[str, Any] = {"type": int, "help": "input size in pixels (default: the model config's image_size)"}
+
+
 def add_image_arguments(p: argparse._ActionsContainer, recorded: bool = False) -> None:
     where = " recorded in the card" if recorded else ""
-    p.add_argument("--image-size", type=int, help="input size in pixels (default: the model config's image_size)")
+    p.add_argument("--image-size", **IMAGE_SIZE_FLAG)
     p.add_argument("--image-mean", type=float, nargs="+", help=f"normalisation mean{where} (1 or 3 values)")
     p.add_argument("--image-std", type=float, nargs="+", help=f"normalisation std{where} (1 or 3 values)")
 
@@ -78,6 +140,38 @@ def add_device_arguments(p: argparse._ActionsContainer) -> None:
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for image decoding")
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ... (default auto)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="weights and activations dtype (default float32)")
+
+
+def add_flags(p: argparse._ActionsContainer, flags: dict[str, dict[str, Any]]) -> None:
+    """Declare a table of flags, ``{"--flag": add_argument's keywords}``, in its order."""
+    for flag, spec in flags.items():
+        p.add_argument(flag, **spec)
+
+
+def flag_values(args: argparse.Namespace, flags: dict[str, dict[str, Any]], **renamed: str) -> dict[str, Any]:
+    """The values of a table of flags (see :func:`add_flags`) as keyword arguments: each under its flag's name
+    (``--max-images`` -> ``max_images``) or, for the names in ``renamed``, under the library's."""
+    dests = [spec.get("dest", flag[2:].replace("-", "_")) for flag, spec in flags.items()]
+    return {renamed.get(dest, dest): getattr(args, dest) for dest in dests}
+
+
+class Subcommand(NamedTuple):
+    """One row of a table of nested subcommands (see :func:`add_subcommands`)."""
+
+    help: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def add_subcommands(parser: argparse.ArgumentParser, dest: str, metavar: str, commands: dict[str, Subcommand]) -> None:
+    """Nested subcommands (``convert KIND``, ``export FORMAT``) from a table ``{name: Subcommand}``; one of them
+    must be given, and its name is stored as ``dest``."""
+    sub = parser.add_subparsers(dest=dest, metavar=metavar, required=True)
+    for name, command in commands.items():
+        p = sub.add_parser(name, help=command.help, description=command.description)
+        command.add_arguments(p)
+        p.set_defaults(func=command.run)
 
 
 def add_progress_argument(p: argparse._ActionsContainer) -> None:

@@ -12,24 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import DTYPES, add_progress_argument
-
-
-def _common_arguments(parser: argparse.ArgumentParser) -> None:
-    _file_arguments(parser)
-    parser.add_argument(
-        "--iqa",
-        choices=("brisque", "cnniqa"),
-        default="brisque",
-        help="the image-quality metric the LoRA was trained with (decides which branch is high quality)",
-    )
-    parser.add_argument(
-        "--gate-threshold",
-        type=float,
-        help="the IQA threshold used in training: configures the reference's unclamped gate, so raw IQA scores "
-        "(quality_score=) reproduce it exactly; without it the adapter keeps the bounded default gate",
-    )
-    _output_arguments(parser)
+from .common import DTYPES, Subcommand, add_progress_argument, add_subcommands
 
 
 def _file_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,42 +29,64 @@ def _output_arguments(parser: argparse.ArgumentParser) -> None:
     add_progress_argument(parser)
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "convert",
-        help="convert a PETALface / insightface checkpoint into a transformers model and adapter",
-        description="Convert a released face-recognition checkpoint into a transformers model folder and, when it "
-        "holds LoRA weights, a PEFT adapter folder.",
+def _lora_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of a checkpoint that may hold PETALface's LoRA (petalface, insightface-vit)."""
+    _file_arguments(parser)
+    parser.add_argument(
+        "--iqa",
+        choices=("brisque", "cnniqa"),
+        default="brisque",
+        help="the image-quality metric the LoRA was trained with (decides which branch is high quality)",
     )
-    kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
-    petalface = kinds.add_parser(
-        "petalface",
-        help="a PETALface model.pt: Swin (pretrained, LoRA or quality-gated fine-tuned) or IResNet with LoRA",
-        description="Convert a PETALface model.pt (e.g. from the Hub repo kartiknarayan/PETALface): a Swin, or an "
-        "IResNet with LoRA on its convolutions (written as a plain PEFT LoRA adapter).",
+    parser.add_argument(
+        "--gate-threshold",
+        type=float,
+        help="the IQA threshold used in training: configures the reference's unclamped gate, so raw IQA scores "
+        "(quality_score=) reproduce it exactly; without it the adapter keeps the bounded default gate",
     )
-    _common_arguments(petalface)
-    petalface.set_defaults(func=run_convert)
-    vit = kinds.add_parser(
-        "insightface-vit",
-        help="an insightface arcface_torch ViT (vit_t / vit_s / vit_b, with or without PETALface LoRA)",
-        description="Convert an insightface arcface_torch ViT checkpoint.",
+    _output_arguments(parser)
+
+
+def _vit_arguments(parser: argparse.ArgumentParser) -> None:
+    _lora_arguments(parser)
+    parser.add_argument("--num-attention-heads", type=int, default=8, help="not stored in the weights (default 8)")
+    parser.add_argument("--image-size", type=int, help="input size in px (default 112 when it fits the patch grid)")
+
+
+def _iresnet_arguments(parser: argparse.ArgumentParser) -> None:
+    _file_arguments(parser)
+    parser.add_argument("--image-size", type=int, help="input size in px (default 112 when it fits the fc layer)")
+    _output_arguments(parser)
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Convert a released face-recognition checkpoint into a transformers model folder and, when it holds LoRA "
+        "weights, a PEFT adapter folder."
     )
-    _common_arguments(vit)
-    vit.add_argument("--num-attention-heads", type=int, default=8, help="not stored in the weights (default 8)")
-    vit.add_argument("--image-size", type=int, help="input size in px (default 112 when it fits the patch grid)")
-    vit.set_defaults(func=run_convert)
-    iresnet = kinds.add_parser(
-        "insightface-iresnet",
-        help="an insightface arcface_torch IResNet backbone.pth (iresnet18 / 34 / 50 / 100 / 200)",
-        description="Convert an insightface arcface_torch IResNet backbone.pth (a plain state dict; the depth comes "
-        "from the number of blocks per stage). A PETALface IResNet LoRA checkpoint also gets a PEFT LoRA adapter.",
-    )
-    _file_arguments(iresnet)
-    iresnet.add_argument("--image-size", type=int, help="input size in px (default 112 when it fits the fc layer)")
-    _output_arguments(iresnet)
-    iresnet.set_defaults(func=run_convert)
-    return parser
+    kinds = {
+        "petalface": Subcommand(
+            "a PETALface model.pt: Swin (pretrained, LoRA or quality-gated fine-tuned) or IResNet with LoRA",
+            "Convert a PETALface model.pt (e.g. from the Hub repo kartiknarayan/PETALface): a Swin, or an IResNet "
+            "with LoRA on its convolutions (written as a plain PEFT LoRA adapter).",
+            _lora_arguments,
+            run_convert,
+        ),
+        "insightface-vit": Subcommand(
+            "an insightface arcface_torch ViT (vit_t / vit_s / vit_b, with or without PETALface LoRA)",
+            "Convert an insightface arcface_torch ViT checkpoint.",
+            _vit_arguments,
+            run_convert,
+        ),
+        "insightface-iresnet": Subcommand(
+            "an insightface arcface_torch IResNet backbone.pth (iresnet18 / 34 / 50 / 100 / 200)",
+            "Convert an insightface arcface_torch IResNet backbone.pth (a plain state dict; the depth comes from the "
+            "number of blocks per stage). A PETALface IResNet LoRA checkpoint also gets a PEFT LoRA adapter.",
+            _iresnet_arguments,
+            run_convert,
+        ),
+    }
+    add_subcommands(parser, "kind", "KIND", kinds)
 
 
 def run_convert(args: argparse.Namespace) -> int:

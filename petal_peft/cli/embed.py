@@ -10,89 +10,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import (
-    add_device_arguments,
-    add_estimator_arguments,
-    add_image_arguments,
-    add_json_argument,
-    add_model_argument,
-    add_progress_argument,
-    estimator_options,
-    image_options,
-    print_json,
+from .common import add_json_argument, add_output_arguments, print_json
+from .face_encoder import (
+    add_encoder_arguments,
+    build_encoder,
+    need_model,
+    reading_options,
+    report_skipped,
+    skip_argument,
 )
 
 
-def add_encoder_arguments(p: argparse.ArgumentParser, model_required: bool) -> None:
-    from petal_peft.inference.encoders import ENCODERS
-
-    g = p.add_argument_group("model (how images are embedded)")
-    add_model_argument(g, required=model_required)
-    g.add_argument("--adapter", help="folder of a quality-gated adapter trained on --model")
-    g.add_argument(
-        "--proxy-encoders", help="folder written by petal-peft export proxy (gallery_encoder/, probe_encoder/)"
-    )
-    g.add_argument(
-        "--encoder",
-        choices=ENCODERS,
-        help="gate: the adapter with each image's estimated quality (default with --adapter); gallery / probe: the "
-        "adapter merged at q=1 / q=0 (needed with --proxy-encoders); plain: the base alone (default otherwise)",
-    )
-    add_estimator_arguments(g)
-    g.add_argument("--no-flip", action="store_true", help="no flip test (embed the image only, not its mirror)")
-    g.add_argument("--align", action="store_true", help="detect and align faces first (needs the align extra)")
-    add_image_arguments(g)
-    add_device_arguments(g)
-    add_progress_argument(g)
-
-
-def _encoder(args: argparse.Namespace):
-    from petal_peft.inference import build_face_encoder
-    from petal_peft.inference.align import require_aligner
-
-    if args.align:
-        require_aligner()
-
-    return build_face_encoder(
-        args.model,
-        adapter=args.adapter,
-        proxy_encoders=args.proxy_encoders,
-        encoder=args.encoder,
-        **estimator_options(args),
-        flip=not args.no_flip,
-        batch_size=args.batch_size,
-        device=args.device,
-        dtype=args.dtype,
-        **image_options(args),
-    )
-
-
-def _need_model(args: argparse.Namespace, why: str) -> None:
-    from petal_peft.cli import CliError
-
-    if not args.model:
-        raise CliError(f"{why} needs --model (and --adapter or --proxy-encoders) to embed the images.")
-
-
 # ------------------------------------------------------------------------------------------------ embed
-def _skip_argument(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument(
-        "--skip-corrupt-images",
-        "--skip_corrupt_images",
-        dest="skip_corrupt_images",
-        action="store_true",
-        help=f"leave out {what} that cannot be read (corrupt, broken symbolic links, over the size cap) and list "
-        "them (as train's option does); without it one such image stops the run, naming it",
-    )
-
-
-def _report_skipped(index, where: str) -> None:
-    skipped = index.info.get("skipped_images") or []
-    if skipped:
-        first = skipped[0]["problem"]
-        print(f"skipped {len(skipped)} unreadable image(s), listed in {where} (e.g. {first})", file=sys.stderr)
-
-
 def run_embed(args: argparse.Namespace) -> int:
     from petal_peft.inference import embed_folder, index_paths
     from petal_peft.inference.embed import check_embed_output
@@ -101,17 +30,14 @@ def run_embed(args: argparse.Namespace) -> int:
     index = embed_folder(
         args.images,
         args.out,
-        _encoder(args),
-        align=args.align,
+        build_encoder(args),
         chunk_size=args.chunk_size,
-        num_workers=args.num_workers,
-        progress=not args.no_progress,
         overwrite=args.overwrite,
         restart=args.restart,
-        skip_bad_images=args.skip_corrupt_images,
+        **reading_options(args),
     )
     tensors, document = index_paths(args.out)
-    _report_skipped(index, f"{document} (skipped_images)")
+    report_skipped(index, f"{document} (skipped_images)")
     quality = ", ".join(sorted(index.quality)) or "no quality estimator"
     print(
         f"{len(index)} images of {len(index.identity_names)} identities, {index.dim}-d embeddings "
@@ -154,18 +80,11 @@ def run_search(args: argparse.Namespace) -> int:
     if args.probes is not None:
         probes = EmbeddingIndex.load(args.probes)
     else:
-        _need_model(args, "--images")
+        need_model(args, "--images")
         if args.encoder is None and args.proxy_encoders is not None:
             args.encoder = "probe"  # probes are the low-quality side
-        probes = embed_images(
-            args.images,
-            _encoder(args),
-            align=args.align,
-            num_workers=args.num_workers,
-            progress=not args.no_progress,
-            skip_bad_images=args.skip_corrupt_images,
-        )
-        _report_skipped(probes, "the results (probes.skipped_images)" if args.out else "this message")
+        probes = embed_images(args.images, build_encoder(args), **reading_options(args))
+        report_skipped(probes, "the results (probes.skipped_images)" if args.out else "this message")
     result = search(gallery, probes, top_k=args.top_k, threshold=threshold, threshold_source=source)
     if args.out:
         write_json_atomic(args.out, result.to_json())
@@ -236,13 +155,13 @@ def run_verify(args: argparse.Namespace) -> int:
         rows_b = [index.row_of(b) for _, b in pairs]
         emb_a, emb_b = index.embeddings[rows_a], index.embeddings[rows_b]
     else:
-        _need_model(args, "verify")
+        need_model(args, "verify")
         base = os.path.dirname(os.path.abspath(args.pairs)) if args.pairs else os.getcwd()
         pairs_abs = [tuple(p if os.path.isabs(p) else os.path.join(base, p) for p in pair) for pair in pairs]
         paths = sorted({p for pair in pairs_abs for p in pair})
         if args.encoder is None and args.proxy_encoders is not None:
             args.encoder = "gallery"  # eval's default pair role; checked against the report below
-        encoder = _encoder(args)
+        encoder = build_encoder(args)
         info = encoder.info
         if args.report:  # refuse a threshold that does not apply before embedding anything
             check_threshold_applies(
@@ -291,12 +210,15 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ register
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    embed = subparsers.add_parser(
-        "embed",
-        help="embed every face image below a folder (safetensors + JSON index)",
-        description="Flip-fused, L2-normalised embeddings of every image below --images, with identities from "
-        "folder names, quality scores and gate values; resumes an interrupted run with the same settings.",
+def register(parser: argparse.ArgumentParser) -> None:
+    """Fill in the parser of ``embed``, ``search`` or ``verify`` (the one named ``parser.command_name``)."""
+    {"embed": _embed_arguments, "search": _search_arguments, "verify": _verify_arguments}[parser.command_name](parser)
+
+
+def _embed_arguments(embed: argparse.ArgumentParser) -> None:
+    embed.description = (
+        "Flip-fused, L2-normalised embeddings of every image below --images, with identities from folder names, "
+        "quality scores and gate values; resumes an interrupted run with the same settings."
     )
     embed.add_argument("--images", required=True, help="folder of images (identity = top folder below it)")
     embed.add_argument("--out", required=True, help="output X.safetensors (X.json is written next to it)")
@@ -304,14 +226,20 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     embed.add_argument("--chunk-size", type=int, default=1024, help="images per saved chunk (the unit of resuming)")
     embed.add_argument("--overwrite", action="store_true", help="replace an existing finished index")
     embed.add_argument("--restart", action="store_true", help="discard an interrupted run made with other settings")
-    _skip_argument(embed, "images")
+    skip_argument(embed, "images")
     embed.set_defaults(func=run_embed)
 
-    search = subparsers.add_parser(
-        "search",
-        help="top-k gallery identities for probe images",
-        description="Rank the identities of an embedded gallery for each probe by cosine similarity of their best "
-        "gallery image. Probes: an embedded index (--probes) or a folder embedded now (--images with --model).",
+
+def _report_arguments(p: argparse.ArgumentParser, report: str) -> None:
+    """``--report`` (an eval report whose threshold applies) and ``--report-mode`` (which mode's)."""
+    p.add_argument("--report", help=report)
+    p.add_argument("--report-mode", choices=("plain", "gate", "proxy"), help="which mode's threshold to use")
+
+
+def _search_arguments(search: argparse.ArgumentParser) -> None:
+    search.description = (
+        "Rank the identities of an embedded gallery for each probe by cosine similarity of their best gallery "
+        "image. Probes: an embedded index (--probes) or a folder embedded now (--images with --model)."
     )
     search.add_argument("--gallery", required=True, help="gallery index written by petal-peft embed")
     search.add_argument("--probes", help="probe index written by petal-peft embed")
@@ -323,25 +251,23 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="open-set search: a probe whose best identity scores below this cosine similarity is answered "
         "'unknown' (default: from --report, else none: every probe gets its best identity)",
     )
-    search.add_argument(
-        "--report",
-        help="JSON report of petal-peft eval --benchmark verification: its threshold (as a cosine similarity, "
+    _report_arguments(
+        search,
+        "JSON report of petal-peft eval --benchmark verification: its threshold (as a cosine similarity, "
         "1 - d/2) becomes the default --threshold",
     )
-    search.add_argument("--report-mode", choices=("plain", "gate", "proxy"), help="which mode's threshold to use")
-    search.add_argument("--out", help="write all results as JSON here (an existing file needs --overwrite)")
-    search.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    _skip_argument(search, "probe images (--images)")
+    add_output_arguments(search, "write all results as JSON here (an existing file needs --overwrite)")
+    skip_argument(search, "probe images (--images)")
     search.add_argument("--print-all", action="store_true", help="print every probe's matches even with --out")
     add_json_argument(search)
     add_encoder_arguments(search, model_required=False)
     search.set_defaults(func=run_search)
 
-    verify = subparsers.add_parser(
-        "verify",
-        help="same / different person, with the threshold of an evaluation report",
-        description="Decide whether image pairs show the same person: squared L2 distance of the unit embeddings "
-        "below the threshold that petal-peft eval --benchmark verification measured (results.<mode>.threshold).",
+
+def _verify_arguments(verify: argparse.ArgumentParser) -> None:
+    verify.description = (
+        "Decide whether image pairs show the same person: squared L2 distance of the unit embeddings below the "
+        "threshold that petal-peft eval --benchmark verification measured (results.<mode>.threshold)."
     )
     verify.add_argument("images", nargs="*", metavar="IMAGE", help="two images to compare")
     verify.add_argument(
@@ -350,12 +276,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "spaces) spaces; LFW's 'fold,label,img1,img2' CSV too",
     )
     verify.add_argument("--embeddings", help="index written by petal-peft embed holding the pairs' images")
-    verify.add_argument("--report", help="JSON report of petal-peft eval --benchmark verification")
-    verify.add_argument("--report-mode", choices=("plain", "gate", "proxy"), help="which mode's threshold to use")
+    _report_arguments(verify, "JSON report of petal-peft eval --benchmark verification")
     verify.add_argument("--threshold", type=float, help="squared L2 threshold instead of a report")
-    verify.add_argument("--out", help="write the decisions as JSON here (an existing file needs --overwrite)")
-    verify.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    add_output_arguments(verify, "write the decisions as JSON here (an existing file needs --overwrite)")
     add_json_argument(verify)
     add_encoder_arguments(verify, model_required=False)
     verify.set_defaults(func=run_verify)
-    return embed

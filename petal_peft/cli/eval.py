@@ -16,33 +16,30 @@ from .common import (
     add_estimator_arguments,
     add_image_arguments,
     add_json_argument,
-    add_model_argument,
+    add_model_arguments,
+    add_output_arguments,
     add_progress_argument,
-    estimator_options,
+    embedder_options,
     image_options,
     print_json,
 )
 
 
-def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_eval_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from petal_peft.evaluation import EVALUATORS
 
-    p = parser
-    add_model_argument(p, extra="; loaded with AutoModel")
-    p.add_argument("--adapter", help="folder of a quality-gated adapter (PeftModel.from_pretrained)")
-    p.add_argument(
-        "--proxy-encoders",
-        help="folder written by petal-peft export proxy (gallery_encoder/, probe_encoder/)",
+    add_model_arguments(
+        p, extra="; loaded with AutoModel", adapter_note="(PeftModel.from_pretrained)", proxy_encoders=True
     )
     p.add_argument("--benchmark", required=True, choices=EVALUATORS.names(), help="which benchmark protocol")
     p.add_argument("--data", required=True, help="benchmark data: TinyFace folder, .bin / pair list, IJB root")
-    p.add_argument(
-        "--out",
+    add_output_arguments(
+        p,
         required=True,
-        help="output folder for the JSON report and plots (may hold other reports; an existing report of this "
+        out="output folder for the JSON report and plots (may hold other reports; an existing report of this "
         "benchmark needs --overwrite)",
+        overwrite="replace an existing report (and plots) in --out",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing report (and plots) in --out")
     p.add_argument(
         "--modes",
         nargs="+",
@@ -98,13 +95,9 @@ def run_eval(args: argparse.Namespace) -> int:
     base.to(device=device, dtype=dtype).eval()
     embedders, settings = build_embedders(
         base,
-        adapter_path=args.adapter,
-        proxy_encoders_path=args.proxy_encoders,
+        **embedder_options(args, adapter="adapter_path", proxy_encoders="proxy_encoders_path"),
         modes=args.modes,
-        **estimator_options(args),
         pair_role=args.pair_role,
-        flip=not args.no_flip,
-        batch_size=args.batch_size,
         num_workers=args.num_workers,
         device=device,
         progress=not args.no_progress,
@@ -174,12 +167,9 @@ def format_summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    return add_eval_arguments(
-        subparsers.add_parser(
-            "eval",
-            help="evaluate a model / adapter on a face benchmark",
-            description="Evaluate on TinyFace, 1:1 verification (.bin or pair list) or IJB-B/C; "
-            "writes a JSON report and plots to --out.",
-        )
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Evaluate on TinyFace, 1:1 verification (.bin or pair list) or IJB-B/C; writes a JSON report and plots to "
+        "--out."
     )
+    add_eval_arguments(parser)

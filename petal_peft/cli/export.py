@@ -11,51 +11,63 @@ from __future__ import annotations
 import argparse
 
 from .common import (
+    Subcommand,
     add_estimator_arguments,
     add_image_arguments,
-    add_model_argument,
+    add_model_arguments,
+    add_output_arguments,
     add_progress_argument,
+    add_subcommands,
     estimator_options,
     image_options,
 )
 
 
 def _add_source_arguments(p: argparse.ArgumentParser) -> None:
-    add_model_argument(p, extra="; loaded with AutoModel")
-    p.add_argument("--adapter", required=True, help="folder of the quality-gated adapter trained on --model")
-    p.add_argument(
-        "--out",
+    add_model_arguments(p, extra="; loaded with AutoModel", adapter_required=True)
+    add_output_arguments(
+        p,
         required=True,
-        help="output folder: new or empty (an existing one needs --overwrite; only the export's own files are "
-        "ever replaced, nothing else in it is touched)",
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="write into an existing, non-empty --out: replace a previous export there, leave everything else",
+        out="output folder: new or empty (an existing one needs --overwrite; only the export's own files are ever "
+        "replaced, nothing else in it is touched)",
+        overwrite="write into an existing, non-empty --out: replace a previous export there, leave everything else",
     )
     add_progress_argument(p)
 
 
-def run_onnx(args: argparse.Namespace) -> int:
-    from petal_peft.cli import CliError
-    from petal_peft.export import MissingExtraError, export_onnx, load_export_card
+def _onnx_arguments(p: argparse.ArgumentParser) -> None:
+    from petal_peft.export.onnx import DEFAULT_OPSET, PARTS
+    from petal_peft.export.parity import DEFAULT_TOLERANCE
 
-    try:
-        paths = export_onnx(
-            args.model,
-            args.adapter,
-            args.out,
-            parts=args.parts,
-            opset=args.opset,
-            **image_options(args),
-            **estimator_options(args),
-            check=not args.no_check,
-            tolerance=args.tolerance,
-            overwrite=args.overwrite,
-        )
-    except MissingExtraError as err:
-        raise CliError(str(err)) from err
+    _add_source_arguments(p)
+    p.add_argument("--parts", nargs="+", choices=PARTS, help="which graphs to export (default: all that apply)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ai.onnx opset (default {DEFAULT_OPSET})")
+    add_image_arguments(p, recorded=True)
+    add_estimator_arguments(p, what="for gated_estimator; overrides the adapter's")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime vs PyTorch parity check")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help=f"largest max|onnx - torch| / max|torch| accepted (default {DEFAULT_TOLERANCE:g})",
+    )
+
+
+def run_onnx(args: argparse.Namespace) -> int:
+    from petal_peft.export import export_onnx, load_export_card
+
+    paths = export_onnx(
+        args.model,
+        args.adapter,
+        args.out,
+        parts=args.parts,
+        opset=args.opset,
+        **image_options(args),
+        **estimator_options(args),
+        check=not args.no_check,
+        tolerance=args.tolerance,
+        overwrite=args.overwrite,
+    )
     card = load_export_card(args.out)
     for part, entry in card["models"].items():
         diff = entry.get("max_relative_difference_vs_torch")
@@ -80,44 +92,23 @@ def run_proxy(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "export",
-        help="export an adapted model (ONNX, or merged proxy encoders)",
-        description="Export a quality-gated adapter for deployment.",
-    )
-    formats = parser.add_subparsers(dest="format", metavar="FORMAT", required=True)
-
-    onnx = formats.add_parser(
-        "onnx",
-        help="gallery/probe proxy encoders and the gated model as ONNX, checked with onnxruntime",
-        description="Writes gallery_encoder.onnx and probe_encoder.onnx (adapter merged at q=1 / q=0), gated.onnx "
-        "(inputs pixel_values and quality) and, when the adapter has a quality estimator that exports, "
-        "gated_estimator.onnx (estimator and gate inside), with a dynamic batch, plus export_card.json. Needs "
-        "the onnx extra (pip install -e '.[onnx]' in the petal-peft clone).",
-    )
-    _add_source_arguments(onnx)
-    from petal_peft.export.onnx import DEFAULT_OPSET, PARTS
-    from petal_peft.export.parity import DEFAULT_TOLERANCE
-
-    onnx.add_argument("--parts", nargs="+", choices=PARTS, help="which graphs to export (default: all that apply)")
-    onnx.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ai.onnx opset (default {DEFAULT_OPSET})")
-    add_image_arguments(onnx, recorded=True)
-    add_estimator_arguments(onnx, what="for gated_estimator; overrides the adapter's")
-    onnx.add_argument("--no-check", action="store_true", help="skip the onnxruntime vs PyTorch parity check")
-    onnx.add_argument(
-        "--tolerance",
-        type=float,
-        default=DEFAULT_TOLERANCE,
-        help=f"largest max|onnx - torch| / max|torch| accepted (default {DEFAULT_TOLERANCE:g})",
-    )
-    onnx.set_defaults(func=run_onnx)
-
-    proxy = formats.add_parser(
-        "proxy",
-        help="the two proxy encoders as transformers checkpoints (loadable without petal-peft)",
-        description="Writes gallery_encoder/ (adapter merged at q=1) and probe_encoder/ (q=0).",
-    )
-    _add_source_arguments(proxy)
-    proxy.set_defaults(func=run_proxy)
-    return parser
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Export a quality-gated adapter for deployment."
+    formats = {
+        "onnx": Subcommand(
+            "gallery/probe proxy encoders and the gated model as ONNX, checked with onnxruntime",
+            "Writes gallery_encoder.onnx and probe_encoder.onnx (adapter merged at q=1 / q=0), gated.onnx (inputs "
+            "pixel_values and quality) and, when the adapter has a quality estimator that exports, "
+            "gated_estimator.onnx (estimator and gate inside), with a dynamic batch, plus export_card.json. Needs "
+            "the onnx extra (pip install -e '.[onnx]' in the petal-peft clone).",
+            _onnx_arguments,
+            run_onnx,
+        ),
+        "proxy": Subcommand(
+            "the two proxy encoders as transformers checkpoints (loadable without petal-peft)",
+            "Writes gallery_encoder/ (adapter merged at q=1) and probe_encoder/ (q=0).",
+            _add_source_arguments,
+            run_proxy,
+        ),
+    }
+    add_subcommands(parser, "format", "FORMAT", formats)

@@ -25,21 +25,19 @@ def _add_aliases(parser: argparse.ArgumentParser) -> None:
             parser._option_string_actions[name] = action
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from petal_peft.training.config import ConfigHelpFormatter, config_argument_parser
+def register(parser: argparse.ArgumentParser) -> None:
+    from petal_peft.training.config import config_argument_parser
 
-    parser = subparsers.add_parser(
-        "train",
-        parents=[config_argument_parser(add_help=False)],
-        formatter_class=ConfigHelpFormatter,
-        help="adapt a pretrained face transformer to low-resolution faces",
-        description="Adapt a pretrained face transformer to low-resolution faces with a quality-gated adapter. "
-        "With no flags: the embedded default (the small bundled base, CPU, minutes). The gate is calibrated on "
-        "the training images at the start unless --gate-threshold and --gate-temperature are given.",
+    parser.description = (
+        "Adapt a pretrained face transformer to low-resolution faces with a quality-gated adapter. With no flags: "
+        "the embedded default (the small bundled base, CPU, minutes). The gate is calibrated on the training "
+        "images at the start unless --gate-threshold and --gate-temperature are given."
     )
+    config_flags = config_argument_parser(add_help=False)  # one flag per FaceAdapterTrainingConfig field
+    parser._add_container_actions(config_flags)
+    parser._defaults.update(config_flags._defaults)
     _add_aliases(parser)
     parser.set_defaults(func=run_train)
-    return parser
 
 
 def config_from_args(args: argparse.Namespace):
