@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,16 +21,36 @@ __all__ = [
     "ConvertedModel",
     "OutputSettings",
     "adapter_notes",
+    "base_card",
     "check_iqa",
     "gate_kwargs",
     "load_mapped_weights",
     "missing_key_error",
     "require_tensor",
+    "target_modules_regex",
     "write_conversion",
 ]
 
 #: direction of the IQA score the reference computed alpha from: decides which reference branch is high quality
 IQA_HIGHER_IS_BETTER = {"brisque": False, "cnniqa": True}
+
+
+def base_card(title: str, what: str, image_size: int) -> str:
+    """A converted base model's README: model-card front matter, the ``title`` heading, ``what`` the model is, how
+    to load and feed it, and the note that the weights keep their authors' terms."""
+    return (
+        "---\nlibrary_name: transformers\ntags:\n- face-recognition\n- petal-peft\n---\n\n"
+        f"# {title}\n\n"
+        f"{what} converted by petal-peft. Load it with `import petal_peft` first (which registers the architecture), "
+        "then `AutoModel.from_pretrained(...)`; the face embedding is the output's `pooler_output`. Input: aligned "
+        f"RGB faces of {image_size} px, normalised to [-1, 1] (see `preprocessor_config.json`).\n\n"
+        "The weights are those of the original checkpoint; their licence and terms of use are its authors'.\n"
+    )
+
+
+def target_modules_regex(parts: Sequence[str]) -> str:
+    """A PEFT ``target_modules`` regex that matches any of the module-name patterns ``parts`` at any depth."""
+    return "|".join(f"(.*\\.)?{part}" for part in parts)
 
 
 def check_iqa(iqa: str) -> str:
