@@ -302,9 +302,9 @@ def write_png_header(path: Path, width: int, height: int) -> Path:
 
 
 # ---- training runs ----------------------------------------------------------------------------------------------
-def tiny_flags(base: Path, data: Path, out: Path, **overrides: object) -> list[str]:
-    """Command-line flags of a tiny, fast, deterministic run."""
-    flags: dict[str, object] = {
+def tiny_settings(base: Path | str, data: Path | str, out: Path | str, **overrides: object) -> dict[str, object]:
+    """The training settings of a tiny, fast, deterministic run (no progress bar, no evaluation before training)."""
+    settings: dict[str, object] = {
         "base_model": base,
         "train_data": data,
         "output_dir": out,
@@ -319,15 +319,22 @@ def tiny_flags(base: Path, data: Path, out: Path, **overrides: object) -> list[s
         "degrade_min_size": 8,
         "degrade_max_size": 16,
         "seed": 3,
+        "progress_bar": False,
+        "eval_before_training": False,
     }
-    flags.update(overrides)
+    settings.update(overrides)
+    return settings
+
+
+def tiny_flags(base: Path, data: Path, out: Path, **overrides: object) -> list[str]:
+    """Command-line flags of a tiny, fast, deterministic run (:func:`tiny_settings`)."""
     argv = []
-    for key, value in flags.items():
+    for key, value in tiny_settings(base, data, out, **overrides).items():
         if isinstance(value, bool):
             argv.append(f"--{key}" if value else f"--no_{key}")
         else:
             argv += [f"--{key}", str(value)]
-    return argv + ["--no_progress_bar", "--no_eval_before_training"]
+    return argv
 
 
 def train_tiny_run(root: Path) -> tuple[Path, list[str]]:
