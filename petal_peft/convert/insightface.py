@@ -27,6 +27,7 @@ from .output import (
     OutputSettings,
     base_card,
     load_mapped_weights,
+    patch_kernel,
     require_tensor,
     target_modules_regex,
     write_conversion,
@@ -53,12 +54,7 @@ def infer_vit_architecture(
     pos = _require(state, "pos_embed", source)
     _require(state, "blocks.0.attn.qkv.weight", source)
     _require(state, "feature.0.weight", source)
-    if proj.dim() != 4 or proj.shape[2] != proj.shape[3]:
-        raise CheckpointFormatError(
-            f"{source}: patch_embed.proj.weight has shape {tuple(proj.shape)}, expected a "
-            "square [dim, channels, patch, patch] kernel."
-        )
-    dim, channels, patch = int(proj.shape[0]), int(proj.shape[1]), int(proj.shape[2])
+    dim, channels, patch = patch_kernel(proj, source)
     tokens = int(pos.shape[1]) if pos.dim() == 3 else -1
     grid = math.isqrt(max(tokens, 0))
     if grid * grid != tokens or grid == 0:

@@ -26,6 +26,7 @@ __all__ = [
     "gate_kwargs",
     "load_mapped_weights",
     "missing_key_error",
+    "patch_kernel",
     "require_tensor",
     "target_modules_regex",
     "write_conversion",
@@ -65,10 +66,20 @@ def missing_key_error(state: Mapping[str, torch.Tensor], key: str, source: str, 
     """The error for a state dict that lacks ``key``: names the file, the kind expected and its first keys."""
     shown = ", ".join(sorted(state)[:6])
     more = " ..." if len(state) > 6 else ""
-    article = "an" if what[:1].lower() in "aeiou" else "a"
     return CheckpointFormatError(
-        f"{source} is not {article} {what}: it has no {key!r} (its first keys: {shown}{more})."
+        f"{source} is not {with_article(what)}: it has no {key!r} (its first keys: {shown}{more})."
     )
+
+
+def patch_kernel(proj: torch.Tensor, source: str, width: str = "dim") -> tuple[int, int, int]:
+    """(width, channels, patch) of a transformer's ``patch_embed.proj.weight``, or a CheckpointFormatError
+    unless it is a square ``[width, channels, patch, patch]`` kernel (``width`` names the first dimension)."""
+    if proj.dim() != 4 or proj.shape[2] != proj.shape[3]:
+        raise CheckpointFormatError(
+            f"{source}: patch_embed.proj.weight has shape {tuple(proj.shape)}, expected a "
+            f"square [{width}, channels, patch, patch] kernel."
+        )
+    return int(proj.shape[0]), int(proj.shape[1]), int(proj.shape[2])
 
 
 #: a key only one checkpoint family has -> (what that family is, how to convert it)

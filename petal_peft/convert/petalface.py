@@ -39,6 +39,7 @@ from .output import (
     base_card,
     load_mapped_weights,
     missing_key_error,
+    patch_kernel,
     target_modules_regex,
     write_conversion,
 )
@@ -77,12 +78,7 @@ def infer_swin_architecture(
     proj = _require(state, "patch_embed.proj.weight", source)
     _require(state, "layers.0.blocks.0.attn.qkv.weight", source)
     _require(state, "feature_layer.2.weight", source)
-    if proj.dim() != 4 or proj.shape[2] != proj.shape[3]:
-        raise CheckpointFormatError(
-            f"{source}: patch_embed.proj.weight has shape {tuple(proj.shape)}, expected a "
-            "square [embed_dim, channels, patch, patch] kernel."
-        )
-    embed_dim, channels, patch = int(proj.shape[0]), int(proj.shape[1]), int(proj.shape[2])
+    embed_dim, channels, patch = patch_kernel(proj, source, "embed_dim")
     stages = 1 + max(int(m.group(1)) for k in state if (m := _STAGE.match(k)))
     depths = []
     for stage in range(stages):
