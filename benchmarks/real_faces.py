@@ -144,18 +144,9 @@ def settings_from_args(args: argparse.Namespace):
     overrides = {k: v for k, v in vars(args).items() if v is not None and k in fields and k not in ("faces", "out")}
     if args.extra_sets is not None:
         overrides["extra_face_sets"] = tuple(args.extra_sets)
-    if getattr(args, "seeds", None) is not None:
-        overrides["seeds"] = tuple(args.seeds)
-    if getattr(args, "rows", None) is not None:
-        overrides["rows"] = tuple(args.rows)
-    if getattr(args, "gated_modes", None) is not None:
-        overrides["gated_modes"] = tuple(args.gated_modes)
-    if getattr(args, "groups", None) is not None:
-        overrides["groups"] = tuple(args.groups)
-    if getattr(args, "objectives", None) is not None:
-        overrides["objectives"] = tuple(args.objectives)
-    if getattr(args, "references", None) is not None:
-        overrides["references"] = tuple(args.references)
+    for name in ("seeds", "rows", "gated_modes", "groups", "objectives", "references"):  # lists -> tuples
+        if getattr(args, name, None) is not None:
+            overrides[name] = tuple(getattr(args, name))
     if getattr(args, "no_progress", False):
         overrides["progress"] = False
     if getattr(args, "quick", False):

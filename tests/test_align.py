@@ -3,17 +3,14 @@ the folder tool and the CLI."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from testing_utils import dots_image, two_person_source
+from testing_utils import FACES, dots_image, needs_dlib, needs_faces, two_person_source
 
 from petal_peft.align import (
     ARCFACE_TEMPLATE_112,
@@ -27,10 +24,6 @@ from petal_peft.align import (
     warp_to_template,
 )
 from petal_peft.align.geometry import apply_affine, compose_affine, invert_affine
-
-FACES = Path(os.environ.get("PETAL_PEFT_FACES", Path(__file__).resolve().parents[2] / "shared" / "faces"))
-HAVE_DLIB = bool(importlib.util.find_spec("dlib") and importlib.util.find_spec("face_recognition_models"))
-needs_dlib = pytest.mark.skipif(not HAVE_DLIB, reason="dlib not installed (the align extra)")
 
 
 def random_similarity(rng: np.random.Generator) -> np.ndarray:
@@ -226,7 +219,7 @@ def test_align_folder_keeps_faceless_images_and_reports_them(tmp_path):
 
 
 @needs_dlib
-@pytest.mark.skipif(not (FACES / "lfw").is_dir(), reason=f"real faces not at {FACES}")
+@needs_faces
 def test_real_faces_are_detected_and_land_on_the_template(tmp_path):
     from petal_peft.align import FaceLandmarker
 
@@ -250,7 +243,7 @@ def test_image_aligner_refuses_an_image_without_a_face():
 
 
 @needs_dlib
-@pytest.mark.skipif(not (FACES / "lfw").is_dir(), reason=f"real faces not at {FACES}")
+@needs_faces
 def test_image_aligner_returns_the_aligned_crop_of_a_real_face():
     from petal_peft.align import image_aligner
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_align import needs_dlib
-from testing_utils import two_person_source, write_png_header
+from testing_utils import needs_dlib, two_person_source, write_png_header
 
 from petal_peft.cli import main
 

@@ -4,34 +4,22 @@ from __future__ import annotations
 
 import pytest
 import torch
-from testing_utils import make_eval_folder, make_face_folder, make_tiny_base
+from testing_utils import make_eval_folder, make_face_folder, make_tiny_base, tiny_settings
 
 
 def _config(tmp_path, method, **overrides):
     from petal_peft.training import FaceAdapterTrainingConfig
 
-    fields = dict(
-        base_model=str(tmp_path / "base"),
-        train_data=str(tmp_path / "data"),
-        output_dir=str(tmp_path / f"out-{method}"),
+    settings = tiny_settings(
+        str(tmp_path / "base"),
+        str(tmp_path / "data"),
+        str(tmp_path / f"out-{method}"),
         finetune_method=method,
-        per_device_train_batch_size=8,
         max_steps=3,
-        lora_r=2,
-        lora_alpha=2,
-        head_scale=16,
-        learning_rate=1e-2,
         warmup_steps=1,
-        report_to="none",
-        degrade_min_size=8,
-        degrade_max_size=16,
-        eval_before_training=False,
-        progress_bar=False,
         use_cpu=True,
-        seed=3,
     )
-    fields.update(overrides)
-    return FaceAdapterTrainingConfig(**fields)
+    return FaceAdapterTrainingConfig(**{**settings, **overrides})
 
 
 @pytest.fixture(scope="module")

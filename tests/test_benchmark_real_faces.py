@@ -10,12 +10,12 @@ import dataclasses
 import importlib.util
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from testing_utils import FACES, REPO, fake_face_settings, make_fake_faces, needs_faces
 
 from petal_peft.benchmark import (
     IMAGE_PREPARATIONS,
@@ -31,62 +31,14 @@ from petal_peft.benchmark.sources import DATA_SOURCES
 from petal_peft.benchmark.sources.real_faces import kfold_pair_order
 from petal_peft.data.lfw import LfwPair
 
-# ../shared/faces from the repository root (a checkout elsewhere can point PETAL_PEFT_SHARED_FACES at it)
-SHARED_FACES = Path(os.environ.get("PETAL_PEFT_SHARED_FACES", Path(__file__).resolve().parents[2] / "shared" / "faces"))
-REPO = Path(__file__).resolve().parents[1]
-# per fold: people with 4, 3, 2, 1, 1 images
-PEOPLE = {"A": 4, "B": 3, "C": 2, "D": 1, "E": 1}
-SAME = [("A", 1, 2), ("A", 1, 3), ("A", 2, 4), ("B", 1, 2), ("B", 2, 3)]
-DIFF = [("A", 1, "B", 1), ("A", 2, "C", 1), ("B", 2, "D", 1), ("C", 2, "E", 1), ("D", 1, "E", 1)]
-
-
-def _face(path: Path, person: int, n: int, size: int = 40) -> None:
-    rng = np.random.default_rng(1000 * person + n)
-    colour = np.random.default_rng(person).integers(0, 256, 3)
-    img = np.clip(colour + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
-    img[size // 4 : size // 2, size // 4 : 3 * size // 4] = 255 - colour  # a per-person "feature"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path)
-
-
-def make_fake_faces(root: Path, folds: int = 10) -> Path:
-    """root/lfw/<Name>/<Name>_<nnnn>.jpg + pairs_view2.csv (5 same + 5 different pairs per fold), and
-    root/extra/<Name>/<n>.jpg with a fold-0 name (evaluation: dropped), a fold-4 name (adaptation) and a
-    name that is not in LFW (base)."""
-    lfw = root / "lfw"
-    rows = ["fold,label,img1,img2"]
-    for f in range(folds):
-        for k, (person, count) in enumerate(PEOPLE.items()):
-            for n in range(1, count + 1):
-                _face(lfw / f"{person}_f{f}" / f"{person}_f{f}_{n:04d}.jpg", 10 * f + k, n)
-
-        def img(p: str, n: int, f: int = f) -> str:
-            return f"{p}_f{f}/{p}_f{f}_{n:04d}.jpg"
-
-        rows += [f"{f},1,{img(p, a)},{img(p, b)}" for p, a, b in SAME]
-        rows += [f"{f},0,{img(p, a)},{img(q, b)}" for p, a, q, b in DIFF]
-    (lfw / "pairs_view2.csv").write_text("\n".join(rows) + "\n")
-    for name, person in (("A_f0", 0), ("B_f4", 41), ("Newcomer", 999)):
-        for n in range(2):
-            _face(root / "extra" / name / f"{n}.jpg", person, 50 + n)
-    return root
-
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory):
     return make_fake_faces(tmp_path_factory.mktemp("faces"))
 
 
-def _settings(faces: Path, out: Path | str = "unused", **kw):
-    values = dict(extra_face_sets=("extra",), progress=False, num_threads=1, references=(), rows=())
-    values.update(prepare="center-crop")  # drawn fake faces: no detector needed
-    values.update(probe_size_px=(4, 8), train_size_px=(6, 12))  # the fake faces are 16-32 px here
-    values.update(kw)
-    return real_face_settings(str(faces), str(out), **values)
-
-
 def test_groups_are_disjoint_and_splits_follow_the_protocol(faces):
-    plan = plan_real_faces(_settings(faces))
+    plan = plan_real_faces(fake_face_settings(faces))
     names = plan.identity_names()
     groups = list(names.values())
     assert sum(len(g) for g in groups) == len(set().union(*groups))  # no name in two groups
@@ -108,7 +60,7 @@ def test_groups_are_disjoint_and_splits_follow_the_protocol(faces):
     assert [p.name for p in ev.probes[:3]] == ["A_f0_0002.jpg", "A_f0_0003.jpg", "A_f0_0004.jpg"]
     assert {p.name.split("_")[1] for p in ev.sharp} == {"f0", "f1", "f2"}
     assert plan.splits["val"].counts()["pairs"] == 10 and plan.summary()["adapt"]["identities"] == 10
-    few = plan_real_faces(_settings(faces, adapt_min_images=3))
+    few = plan_real_faces(fake_face_settings(faces, adapt_min_images=3))
     assert sorted(few.adapt) == ["A_f4", "A_f5", "B_f4", "B_f5"]
 
 
@@ -135,8 +87,8 @@ def test_preparation_is_pluggable_and_runs_once_per_image(faces):
         return prepare
 
     IMAGE_PREPARATIONS.register("test-counting", factory, overwrite=True)
-    data = DATA_SOURCES.get("real_faces")(_settings(faces, prepare="test-counting", calibration_images=8), 16)
-    plan = plan_real_faces(_settings(faces))
+    data = DATA_SOURCES.get("real_faces")(fake_face_settings(faces, prepare="test-counting", calibration_images=8), 16)
+    plan = plan_real_faces(fake_face_settings(faces))
     distinct = sum(len(v) for v in plan.adapt.values()) + sum(len(s.sharp) for s in plan.splits.values())
     assert len(calls) == distinct and set(calls) == {(40, 40)}
     ev = data.splits["eval"]
@@ -148,7 +100,7 @@ def test_preparation_is_pluggable_and_runs_once_per_image(faces):
     assert (ev.probes[0].float() - sharp_a2.float()).abs().mean() > 1.0
     IMAGE_PREPARATIONS.register("test-wrong-size", lambda image_size: lambda im: im, overwrite=True)
     with pytest.raises(ValueError, match="returned 40x40, not 16"):
-        DATA_SOURCES.get("real_faces")(_settings(faces, prepare="test-wrong-size"), 16)
+        DATA_SOURCES.get("real_faces")(fake_face_settings(faces, prepare="test-wrong-size"), 16)
 
 
 PREPARED_IN: list[int] = []
@@ -169,9 +121,11 @@ def test_parallel_preparation_gives_the_same_images(faces):
     pids = PREPARED_IN
     pids.clear()
     IMAGE_PREPARATIONS.register("test-pid", pid_recording_resize, overwrite=True)
-    one = DATA_SOURCES.get("real_faces")(_settings(faces, prepare="test-pid", calibration_images=8), 16)
+    one = DATA_SOURCES.get("real_faces")(fake_face_settings(faces, prepare="test-pid", calibration_images=8), 16)
     assert len(pids) == 24 + 11 + 33 and set(pids) == {os.getpid()}  # every distinct file once
-    two = DATA_SOURCES.get("real_faces")(_settings(faces, prepare="test-pid", calibration_images=8, num_threads=2), 16)
+    two = DATA_SOURCES.get("real_faces")(
+        fake_face_settings(faces, prepare="test-pid", calibration_images=8, num_threads=2), 16
+    )
     assert len(pids) == 68  # the second time in worker processes: nothing prepared here
     for name in ("val", "eval"):
         assert torch.equal(one.splits[name].sharp, two.splits[name].sharp)
@@ -181,17 +135,17 @@ def test_parallel_preparation_gives_the_same_images(faces):
 
 def test_bad_inputs_are_named(faces, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        plan_real_faces(_settings(tmp_path / "nowhere"))
+        plan_real_faces(fake_face_settings(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="pairs_view2.csv"):
-        plan_real_faces(_settings(tmp_path))
+        plan_real_faces(fake_face_settings(tmp_path))
     listed = tmp_path / "base_identities.json"
     listed.write_text(json.dumps({"base_identities": ["Newcomer", "C_f1"]}))
     with pytest.raises(ValueError, match=r"eval group, e.g. \['C_f1'\]"):
-        plan_real_faces(_settings(faces, base_identities=str(listed)))
+        plan_real_faces(fake_face_settings(faces, base_identities=str(listed)))
     listed.write_text("Newcomer\nA_f7\n")
-    plan_real_faces(_settings(faces, base_identities=str(listed)))  # base-fold names only: accepted
+    plan_real_faces(fake_face_settings(faces, base_identities=str(listed)))  # base-fold names only: accepted
     with pytest.raises(ValueError, match="fold 3"):
-        plan_real_faces(_settings(faces, eval_folds=(0, 3)))
+        plan_real_faces(fake_face_settings(faces, eval_folds=(0, 3)))
 
 
 class MeanColour:
@@ -217,7 +171,7 @@ class MeanColour:
 def run(faces, tmp_path_factory):
     REFERENCE_MODELS.register("test-mean", MeanColour, overwrite=True)
     out = tmp_path_factory.mktemp("run")
-    s = _settings(faces, out, base="random", seeds=(0, 1), steps=2, batch_size=8, calibration_images=16)
+    s = fake_face_settings(faces, out, base="random", seeds=(0, 1), steps=2, batch_size=8, calibration_images=16)
     methods = [
         MethodSpec("pretrained", None),
         MethodSpec("full", "full"),
@@ -285,7 +239,9 @@ def test_saved_models_reload_and_metrics_sit_next_to_them(run, faces):
 @pytest.mark.slow
 def test_resume_reads_finished_rows_back(run, faces):
     results, _, out = run
-    s = _settings(faces, out, base="random", seeds=(0, 1), steps=2, batch_size=8, calibration_images=16, resume=True)
+    s = fake_face_settings(
+        faces, out, base="random", seeds=(0, 1), steps=2, batch_size=8, calibration_images=16, resume=True
+    )
     methods = [MethodSpec("pretrained", None), MethodSpec("lora", "lora")]
     again = run_benchmark(s, methods)
     assert all(r.get("resumed") for r in again["runs"])
@@ -351,9 +307,9 @@ def test_cli_split_and_one_line_errors(faces, tmp_path, capsys):
     assert not (tmp_path / "base").exists()
 
 
-@pytest.mark.skipif(not (SHARED_FACES / "lfw").is_dir(), reason="the shared real faces (../shared/faces) are absent")
+@needs_faces
 def test_shared_faces_split_matches_the_docs():
-    plan = plan_real_faces(real_face_settings(str(SHARED_FACES), "unused", progress=False))
+    plan = plan_real_faces(real_face_settings(str(FACES), "unused", progress=False))
     names = plan.identity_names()
     groups = list(names.values())
     assert sum(len(g) for g in groups) == len(set().union(*groups))
@@ -379,7 +335,7 @@ def test_shared_faces_split_matches_the_docs():
     }
     assert summary["groups"]["base"] == {"identities": 1782, "images": 5739}
     assert len(summary["groups"]["dropped_extra_identities"]) == 9
-    glint = {p.name for p in (SHARED_FACES / "glint_celeb24").iterdir() if p.is_dir()}
+    glint = {p.name for p in (FACES / "glint_celeb24").iterdir() if p.is_dir()}
     # a Glint celebrity who is an LFW person of the validation/evaluation folds keeps only the LFW photos
     assert set(summary["groups"]["dropped_extra_identities"]) == glint & (names["val"] | names["eval"])
     for split in plan.splits.values():
@@ -392,7 +348,7 @@ def test_budget_estimate_is_consistent(faces, capsys):
     from petal_peft.benchmark.budget import RunCosts, estimate_runtime, steps_for_budget
     from petal_peft.benchmark.methods import select_methods
 
-    s = _settings(faces, rows=("pretrained", "lora", "ours"), seeds=(0, 1, 2), flip_test=False)
+    s = fake_face_settings(faces, rows=("pretrained", "lora", "ours"), seeds=(0, 1, 2), flip_test=False)
     methods = select_methods(s)
     assert [m.name for m in methods] == ["pretrained", "lora", "ours"]
     costs = RunCosts(
@@ -409,7 +365,7 @@ def test_budget_estimate_is_consistent(faces, capsys):
     assert estimate_runtime(s, methods, costs, counts, fits)["total"] <= 1000.0
     assert estimate_runtime(s, methods, costs, counts, fits + 1)["total"] > 1000.0
     with pytest.raises(ValueError, match="unknown rows"):
-        select_methods(_settings(faces, rows=("ourz",)))
+        select_methods(fake_face_settings(faces, rows=("ourz",)))
 
     cli = _load_cli()
     args = ["budget", "--faces", str(faces), "--extra-sets", "extra", "--base", "random", "--references"]

@@ -7,21 +7,16 @@ are compared with dlib's own.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from testing_utils import FACES, needs_dlib, needs_faces
 
 from petal_peft.convert.dlib_resnet import face_resnet_from_dlib, load_dlib_face_resnet
 from petal_peft.convert.dlib_serialization import DlibFormatError, DlibReader, read_dlib_network
-
-FACES = Path(os.environ.get("PETAL_PEFT_FACES", Path(__file__).resolve().parents[2] / "shared" / "faces"))
-
 
 # ------------------------------------------------------------------------------------------------------------
 # A writer of dlib's format, following dlib's serialize.h / tensor.h / layers.h / core.h
@@ -329,13 +324,9 @@ def test_a_network_of_another_shape_is_refused():
 # The real network against dlib on real faces
 # ------------------------------------------------------------------------------------------------------------
 
-HAVE_DLIB = importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models")
 
-
-@pytest.mark.skipif(
-    not HAVE_DLIB, reason='dlib / face_recognition_models not installed (pip install "petal-peft[align]")'
-)
-@pytest.mark.skipif(not (FACES / "lfw").is_dir(), reason=f"real faces not at {FACES}")
+@needs_dlib
+@needs_faces
 def test_torch_port_equals_dlib_on_real_face_chips():
     import dlib
     from PIL import Image

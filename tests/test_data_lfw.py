@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from testing_utils import FACES, needs_faces
 
 from petal_peft.data import DataValidationError
 from petal_peft.data.lfw import identity_folds, lfw_face_groups, read_lfw_pairs
-
-SHARED_LFW = Path(__file__).resolve().parents[2] / "shared" / "faces" / "lfw"
 
 
 def _img(path: Path) -> None:
@@ -76,8 +75,8 @@ def test_groups_are_disjoint_and_extra_identities_follow_their_name(tmp_path):
         lfw_face_groups(root, eval_folds=(0, 1), validation_folds=(1,))
 
 
-@pytest.mark.skipif(not SHARED_LFW.is_dir(), reason="the shared LFW copy (../shared/faces/lfw) is not on this machine")
+@needs_faces
 def test_shared_lfw_folds_are_identity_disjoint():
-    pairs = read_lfw_pairs(SHARED_LFW)
+    pairs = read_lfw_pairs(FACES / "lfw")
     assert len(pairs) == 6000 and sum(p.same for p in pairs) == 3000
     assert sorted(set(identity_folds(pairs).values())) == list(range(10))

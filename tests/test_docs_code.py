@@ -87,7 +87,18 @@ def test_the_convention_is_parsed():
     ]
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(REPO)) for p in PAGES])
+#: pages whose blocks take long enough to leave the quick loop (``-m "not slow"``), and why
+SLOW_PAGES = {"docs/deploy.md": "exports every ONNX part of an adapted model and runs it (20-80 s)"}
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        pytest.param(page, marks=pytest.mark.slow) if str(page.relative_to(REPO)) in SLOW_PAGES else page
+        for page in PAGES
+    ],
+    ids=[str(p.relative_to(REPO)) for p in PAGES],
+)
 def test_python_blocks_run(page, tmp_path, monkeypatch):
     blocks = python_blocks(page.read_text(encoding="utf-8"))
     monkeypatch.chdir(tmp_path)

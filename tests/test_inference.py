@@ -9,65 +9,17 @@ import os
 import numpy as np
 import pytest
 import torch
-from peft import get_peft_model
 from PIL import Image
-from testing_utils import randomize_adapters, tiny_vit
+from testing_utils import IMAGE, cli
 
-import petal_peft
-from petal_peft import QualityGatedLoraConfig, merged_encoder
-from petal_peft.cli import main
+from petal_peft import merged_encoder
 from petal_peft.evaluation import ImageTransform, fuse_flip, pooled_embedding
 from petal_peft.export import load_adapter
 from petal_peft.inference import EmbeddingIndex, build_face_encoder, embed_folder
 
-SIZE = 32
-IDENTITIES = ("ada", "bob", "cy", "dee")
-
-
-def pattern(identity: int, variant: int, blur: bool = False) -> Image.Image:
-    """A smooth colour pattern per identity, shifted a little per image; ``blur``: a 8 px capture upscaled."""
-    rng = np.random.default_rng(100 + identity)
-    coarse = torch.tensor(rng.random((1, 3, 4, 4)), dtype=torch.float32)
-    big = torch.nn.functional.interpolate(coarse, size=(SIZE + 4, SIZE + 4), mode="bicubic", align_corners=True)
-    image = big[0, :, variant : variant + SIZE, variant : variant + SIZE].clamp(0, 1)
-    noise = np.random.default_rng(variant).normal(0, 0.04, image.shape)
-    array = ((image.numpy() + noise).clip(0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
-    result = Image.fromarray(array)
-    if blur:
-        result = result.resize((8, 8), Image.BILINEAR).resize((SIZE, SIZE), Image.BILINEAR)
-    return result
-
-
-@pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    root = tmp_path_factory.mktemp("inference")
-    for i, name in enumerate(IDENTITIES):
-        for v in range(2):
-            folder = root / "gallery" / name / ("session1" if (name == "dee" and v == 1) else "")
-            folder.mkdir(parents=True, exist_ok=True)
-            pattern(i, v).save(folder / f"{v}.png")
-        (root / "probes" / name).mkdir(parents=True)
-        pattern(i, 3, blur=True).save(root / "probes" / name / "p.png")
-    pattern(9, 0).save(root / "gallery" / "loner.png")  # directly in the root: its own identity
-    tiny_vit().save_pretrained(root / "base")
-    config = QualityGatedLoraConfig(
-        r=4, lora_alpha=4, lora_dropout=0.0, quality_estimator="resolution", gate_threshold=6.0, gate_temperature=2.0
-    )
-    peft_model = get_peft_model(tiny_vit(), config)
-    randomize_adapters(peft_model, std=0.3)
-    peft_model.save_pretrained(root / "adapter")
-    petal_peft.export_proxy_encoders(peft_model, str(root / "proxies"))
-    return root
-
-
-def cli(*args) -> int:
-    return main(
-        [*map(str, args), "--no-progress"] if args[0] in ("embed", "search", "verify") else list(map(str, args))
-    )
-
 
 def load_images(root, files) -> torch.Tensor:
-    transform = ImageTransform(size=(SIZE, SIZE))
+    transform = ImageTransform(size=(IMAGE, IMAGE))
     return torch.stack([transform(Image.open(os.path.join(root, f))) for f in files])
 
 
@@ -86,28 +38,6 @@ def flip_fused(model, x, **kwargs) -> torch.Tensor:
     a = pooled_embedding(model(pixel_values=x, **kwargs))
     b = pooled_embedding(model(pixel_values=torch.flip(x, dims=[-1]), **kwargs))
     return fuse_flip(a, b)[0]
-
-
-@pytest.fixture(scope="module")
-def gate_index(ws):
-    out = ws / "gallery_gate.safetensors"
-    code = cli(
-        "embed",
-        "--model",
-        ws / "base",
-        "--adapter",
-        ws / "adapter",
-        "--images",
-        ws / "gallery",
-        "--out",
-        out,
-        "--batch-size",
-        3,
-        "--chunk-size",
-        4,
-    )
-    assert code == 0
-    return EmbeddingIndex.load(out)
 
 
 def test_embed_gate_is_the_tuners_own_gated_flip_fused_embedding(ws, gate_index):
@@ -253,41 +183,6 @@ def test_search_ranks_identities_by_their_best_gallery_image(ws, tmp_path, capsy
         rank1 += expected[0] == entry["probe_identity"]
     assert result["rates_percent"]["rank-1"] == pytest.approx(100.0 * rank1 / 4)
     assert "rank-1" in printed
-
-
-@pytest.fixture(scope="module")
-def verification_report(ws):
-    """A real report of `petal-peft eval --benchmark verification` on a pair list of the generated images."""
-    lines = []
-    for i, name in enumerate(IDENTITIES):
-        second = "session1/1.png" if name == "dee" else "1.png"
-        lines.append(f"{name}/0.png {name}/{second} 1")
-        lines.append(f"{name}/0.png {IDENTITIES[(i + 1) % 4]}/0.png 0")
-        lines.append(f"{name}/{second} {IDENTITIES[(i + 2) % 4]}/0.png 0")
-    (ws / "gallery" / "pairs.txt").write_text("\n".join(lines) + "\n")
-    out = ws / "report"
-    code = main(
-        [
-            "eval",
-            "--model",
-            str(ws / "base"),
-            "--adapter",
-            str(ws / "adapter"),
-            "--benchmark",
-            "verification",
-            "--data",
-            str(ws / "gallery" / "pairs.txt"),
-            "--out",
-            str(out),
-            "--modes",
-            "gate",
-            "proxy",
-            "--no-plots",
-            "--no-progress",
-        ]
-    )
-    assert code == 0
-    return out / "pairs_report.json" if (out / "pairs_report.json").exists() else next(out.glob("*_report.json"))
 
 
 def test_verify_two_images_with_the_reports_threshold(ws, gate_index, verification_report, capsys):

@@ -5,17 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import test_inference as inference
+from testing_utils import cli
 
 from petal_peft.cli import main
-
-# the fixtures of test_inference: a tiny model, adapter, gallery and probe folders, an eval report
-cli, ws, gate_index, verification_report = (
-    inference.cli,
-    inference.ws,
-    inference.gate_index,
-    inference.verification_report,
-)
 
 
 def _search_json(ws, capsys, *extra):

@@ -9,8 +9,7 @@ import shutil
 
 import pytest
 from peft import get_peft_model
-from test_inference import cli, gate_index, verification_report, ws  # noqa: F401  (module fixtures)
-from testing_utils import randomize_adapters, tiny_vit
+from testing_utils import cli, randomize_adapters, tiny_vit
 
 from petal_peft import QualityGatedLoraConfig
 from petal_peft.inference import EmbeddingIndex

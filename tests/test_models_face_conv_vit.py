@@ -46,8 +46,10 @@ def test_bad_configs_and_inputs_are_refused():
     with pytest.raises(ValueError, match="too small"):
         tiny_face_conv_vit_config(image_size=8)
     model = FaceConvViTModel(tiny_face_conv_vit_config())
-    with pytest.raises(ValueError, match=r"\[batch, channels, 40, 40\]"):
+    with pytest.raises(ValueError, match=r"expects pixel_values of shape \[B, 3, 40, 40\]"):
         model(pixel_values=torch.zeros(1, 3, 48, 48))
+    with pytest.raises(ValueError, match=r"\[B, 3, 40, 40\].*got \(1, 1, 40, 40\)"):  # channels are checked too
+        model(pixel_values=torch.zeros(1, 1, 40, 40))
 
 
 def test_auto_classes_round_trip(tmp_path):

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-from test_inference import cli, gate_index, ws  # noqa: F401  (module fixtures: tiny base, adapter, images)
+from testing_utils import cli
 
 import petal_peft.outputs
 from petal_peft.cli import main

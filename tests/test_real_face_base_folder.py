@@ -3,22 +3,19 @@ its identities are the base group's only, and (with dlib and the photos) it tell
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from testing_utils import FACES, needs_dlib, needs_faces
 from transformers import AutoImageProcessor, AutoModel
 
 import petal_peft  # noqa: F401  (registers the architecture with AutoModel)
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "benchmarks" / "real_face_base"
-FACES = Path(os.environ.get("PETAL_PEFT_FACES", ROOT.parent / "shared" / "faces"))
-HAVE_DLIB = bool(importlib.util.find_spec("dlib") and importlib.util.find_spec("face_recognition_models"))
 pytestmark = pytest.mark.skipif(not (FOLDER / "config.json").is_file(), reason=f"no built base at {FOLDER}")
 
 
@@ -41,7 +38,7 @@ def test_carries_the_data_terms_and_no_images():
     assert not suffixes & {".jpg", ".jpeg", ".png", ".bmp", ".npz", ".npy"}
 
 
-@pytest.mark.skipif(not (FACES / "lfw").is_dir(), reason=f"real faces not at {FACES}")
+@needs_faces
 def test_identities_are_the_base_group_and_nobody_else():
     from petal_peft.data.lfw import lfw_face_groups
 
@@ -52,8 +49,8 @@ def test_identities_are_the_base_group_and_nobody_else():
         assert not recorded & set(other)
 
 
-@pytest.mark.skipif(not HAVE_DLIB, reason="dlib not installed (the align extra)")
-@pytest.mark.skipif(not (FACES / "lfw").is_dir(), reason=f"real faces not at {FACES}")
+@needs_dlib
+@needs_faces
 def test_tells_unseen_people_apart():
     """On 40 + 40 evaluation pairs (people the base never saw), same-person pairs are closer than others."""
     from PIL import Image

@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
     import torch
 
     sys.path.insert(0, {tests!r})
-    from test_benchmark_real_faces import _settings, make_fake_faces
+    from testing_utils import fake_face_settings, make_fake_faces
 
     from petal_peft.benchmark.sources import DATA_SOURCES
 
@@ -38,7 +38,7 @@ SCRIPT = textwrap.dedent(
         net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3), torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 3))
         for _ in range(3):  # a few training-like steps: torch's thread pool is now running
             net(torch.randn(16, 3, 64, 64)).square().mean().backward()
-        settings = _settings(faces, prepare="arcface", calibration_images=8, num_threads=2)
+        settings = fake_face_settings(faces, prepare="arcface", calibration_images=8, num_threads=2)
         data = DATA_SOURCES.get("real_faces")(settings, 112)
         print("prepared", data.splits["eval"].sharp.shape[0])
     """

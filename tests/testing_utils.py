@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: tiny random models, tiny face-like folders, training flags and subprocess runs.
+"""Helpers shared by the tests: tiny random models, tiny face-like folders, training flags, subprocess runs, the
+inference workspace, a fake LFW, and the markers for optional data and extras (``needs_faces``, ``needs_dlib``).
 
 Nothing here downloads anything: models are random and built from configs; the "identities" are coloured
 patterns with per-image jitter, enough for a margin head to learn something in a few steps. This is not a test
@@ -7,6 +8,7 @@ module (pytest collects nothing from it); the tests import it by name (``conftes
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import struct
@@ -16,6 +18,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import transformers as T
 from PIL import Image
@@ -26,6 +29,17 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "train_tinyface.py"
 #: side of the tiny transformers' square input, in pixels
 IMAGE = 32
+
+#: the real face photos (LFW + Glint celebrities; research use only, never copied into the repository):
+#: ``$PETAL_PEFT_FACES``, else ``../shared/faces`` beside the checkout
+FACES = Path(os.environ.get("PETAL_PEFT_FACES") or REPO.parent / "shared" / "faces")
+#: skip a test where the real faces are absent
+needs_faces = pytest.mark.skipif(
+    not (FACES / "lfw").is_dir(), reason=f"real faces not at {FACES} (set PETAL_PEFT_FACES)"
+)
+HAVE_DLIB = bool(importlib.util.find_spec("dlib") and importlib.util.find_spec("face_recognition_models"))
+#: skip a test where the optional dlib aligner is not installed
+needs_dlib = pytest.mark.skipif(not HAVE_DLIB, reason="dlib not installed (the align extra)")
 
 
 # ---- tiny random models -----------------------------------------------------------------------------------------
@@ -302,9 +316,9 @@ def write_png_header(path: Path, width: int, height: int) -> Path:
 
 
 # ---- training runs ----------------------------------------------------------------------------------------------
-def tiny_flags(base: Path, data: Path, out: Path, **overrides: object) -> list[str]:
-    """Command-line flags of a tiny, fast, deterministic run."""
-    flags: dict[str, object] = {
+def tiny_settings(base: Path | str, data: Path | str, out: Path | str, **overrides: object) -> dict[str, object]:
+    """The training settings of a tiny, fast, deterministic run (no progress bar, no evaluation before training)."""
+    settings: dict[str, object] = {
         "base_model": base,
         "train_data": data,
         "output_dir": out,
@@ -319,15 +333,22 @@ def tiny_flags(base: Path, data: Path, out: Path, **overrides: object) -> list[s
         "degrade_min_size": 8,
         "degrade_max_size": 16,
         "seed": 3,
+        "progress_bar": False,
+        "eval_before_training": False,
     }
-    flags.update(overrides)
+    settings.update(overrides)
+    return settings
+
+
+def tiny_flags(base: Path, data: Path, out: Path, **overrides: object) -> list[str]:
+    """Command-line flags of a tiny, fast, deterministic run (:func:`tiny_settings`)."""
     argv = []
-    for key, value in flags.items():
+    for key, value in tiny_settings(base, data, out, **overrides).items():
         if isinstance(value, bool):
             argv.append(f"--{key}" if value else f"--no_{key}")
         else:
             argv += [f"--{key}", str(value)]
-    return argv + ["--no_progress_bar", "--no_eval_before_training"]
+    return argv
 
 
 def train_tiny_run(root: Path) -> tuple[Path, list[str]]:
@@ -429,3 +450,138 @@ def torchrun(script: Path, argv: list[str], timeout: float = 180, **kwargs) -> s
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
     command += ["--master_port", str(free_port()), str(script), *argv]
     return subprocess.run(command, env=subprocess_env(), timeout=timeout, **kwargs)
+
+
+# ---- a fake LFW for the real-face benchmark ------------------------------------------------------------------
+#: per fold: people with 4, 3, 2, 1, 1 images
+PEOPLE = {"A": 4, "B": 3, "C": 2, "D": 1, "E": 1}
+SAME = [("A", 1, 2), ("A", 1, 3), ("A", 2, 4), ("B", 1, 2), ("B", 2, 3)]
+DIFF = [("A", 1, "B", 1), ("A", 2, "C", 1), ("B", 2, "D", 1), ("C", 2, "E", 1), ("D", 1, "E", 1)]
+
+
+def _fake_face(path: Path, person: int, n: int, size: int = 40) -> None:
+    rng = np.random.default_rng(1000 * person + n)
+    colour = np.random.default_rng(person).integers(0, 256, 3)
+    img = np.clip(colour + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
+    img[size // 4 : size // 2, size // 4 : 3 * size // 4] = 255 - colour  # a per-person "feature"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+
+
+def make_fake_faces(root: Path, folds: int = 10) -> Path:
+    """root/lfw/<Name>/<Name>_<nnnn>.jpg + pairs_view2.csv (5 same + 5 different pairs per fold), and
+    root/extra/<Name>/<n>.jpg with a fold-0 name (evaluation: dropped), a fold-4 name (adaptation) and a
+    name that is not in LFW (base)."""
+    lfw = root / "lfw"
+    rows = ["fold,label,img1,img2"]
+    for f in range(folds):
+        for k, (person, count) in enumerate(PEOPLE.items()):
+            for n in range(1, count + 1):
+                _fake_face(lfw / f"{person}_f{f}" / f"{person}_f{f}_{n:04d}.jpg", 10 * f + k, n)
+
+        def img(p: str, n: int, f: int = f) -> str:
+            return f"{p}_f{f}/{p}_f{f}_{n:04d}.jpg"
+
+        rows += [f"{f},1,{img(p, a)},{img(p, b)}" for p, a, b in SAME]
+        rows += [f"{f},0,{img(p, a)},{img(q, b)}" for p, a, q, b in DIFF]
+    (lfw / "pairs_view2.csv").write_text("\n".join(rows) + "\n")
+    for name, person in (("A_f0", 0), ("B_f4", 41), ("Newcomer", 999)):
+        for n in range(2):
+            _fake_face(root / "extra" / name / f"{n}.jpg", person, 50 + n)
+    return root
+
+
+def fake_face_settings(faces: Path, out: Path | str = "unused", **kw):
+    """Real-face benchmark settings for the fake LFW of :func:`make_fake_faces` (quiet, one thread, no detector)."""
+    from petal_peft.benchmark import real_face_settings
+
+    values = dict(extra_face_sets=("extra",), progress=False, num_threads=1, references=(), rows=())
+    values.update(prepare="center-crop")  # drawn fake faces: no detector needed
+    values.update(probe_size_px=(4, 8), train_size_px=(6, 12))  # the fake faces are 16-32 px here
+    values.update(kw)
+    return real_face_settings(str(faces), str(out), **values)
+
+
+# ---- an inference workspace (embed / search / verify / eval) ---------------------------------------------------
+#: the identities of the workspace's gallery and probe folders
+WORKSPACE_IDENTITIES = ("ada", "bob", "cy", "dee")
+
+
+def pattern_image(identity: int, variant: int, blur: bool = False) -> Image.Image:
+    """A smooth colour pattern per identity, shifted a little per image; ``blur``: a 8 px capture upscaled."""
+    rng = np.random.default_rng(100 + identity)
+    coarse = torch.tensor(rng.random((1, 3, 4, 4)), dtype=torch.float32)
+    big = torch.nn.functional.interpolate(coarse, size=(IMAGE + 4, IMAGE + 4), mode="bicubic", align_corners=True)
+    image = big[0, :, variant : variant + IMAGE, variant : variant + IMAGE].clamp(0, 1)
+    noise = np.random.default_rng(variant).normal(0, 0.04, image.shape)
+    array = ((image.numpy() + noise).clip(0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
+    result = Image.fromarray(array)
+    if blur:
+        result = result.resize((8, 8), Image.BILINEAR).resize((IMAGE, IMAGE), Image.BILINEAR)
+    return result
+
+
+def make_inference_workspace(root: Path) -> Path:
+    """``root``: ``gallery/<identity>/`` (two images each, one in a session subfolder, plus a loose image),
+    ``probes/<identity>/`` (one blurred image), a tiny ``base``, a gated ``adapter`` and its ``proxies``."""
+    from peft import get_peft_model
+
+    import petal_peft
+
+    for i, name in enumerate(WORKSPACE_IDENTITIES):
+        for v in range(2):
+            folder = root / "gallery" / name / ("session1" if (name == "dee" and v == 1) else "")
+            folder.mkdir(parents=True, exist_ok=True)
+            pattern_image(i, v).save(folder / f"{v}.png")
+        (root / "probes" / name).mkdir(parents=True)
+        pattern_image(i, 3, blur=True).save(root / "probes" / name / "p.png")
+    pattern_image(9, 0).save(root / "gallery" / "loner.png")  # directly in the root: its own identity
+    tiny_vit().save_pretrained(root / "base")
+    config = petal_peft.QualityGatedLoraConfig(
+        r=4, lora_alpha=4, lora_dropout=0.0, quality_estimator="resolution", gate_threshold=6.0, gate_temperature=2.0
+    )
+    peft_model = get_peft_model(tiny_vit(), config)
+    randomize_adapters(peft_model, std=0.3)
+    peft_model.save_pretrained(root / "adapter")
+    petal_peft.export_proxy_encoders(peft_model, str(root / "proxies"))
+    return root
+
+
+def cli(*args) -> int:
+    """``petal-peft ARGS`` in this process (paths may be Path objects); embed, search and verify without progress."""
+    from petal_peft.cli import main
+
+    return main(
+        [*map(str, args), "--no-progress"] if args[0] in ("embed", "search", "verify") else list(map(str, args))
+    )
+
+
+def embed_gate_index(ws: Path):
+    """``petal-peft embed`` of the workspace's gallery with its adapter (gate mode) -> the loaded EmbeddingIndex."""
+    from petal_peft.inference import EmbeddingIndex
+
+    out = ws / "gallery_gate.safetensors"
+    code = cli(
+        "embed", "--model", ws / "base", "--adapter", ws / "adapter", "--images", ws / "gallery", "--out", out,
+        "--batch-size", 3, "--chunk-size", 4,
+    )  # fmt: skip
+    assert code == 0
+    return EmbeddingIndex.load(out)
+
+
+def make_verification_report(ws: Path) -> Path:
+    """A real report of ``petal-peft eval --benchmark verification`` on a pair list of the workspace's gallery."""
+    lines = []
+    for i, name in enumerate(WORKSPACE_IDENTITIES):
+        second = "session1/1.png" if name == "dee" else "1.png"
+        lines.append(f"{name}/0.png {name}/{second} 1")
+        lines.append(f"{name}/0.png {WORKSPACE_IDENTITIES[(i + 1) % 4]}/0.png 0")
+        lines.append(f"{name}/{second} {WORKSPACE_IDENTITIES[(i + 2) % 4]}/0.png 0")
+    (ws / "gallery" / "pairs.txt").write_text("\n".join(lines) + "\n")
+    out = ws / "report"
+    code = cli(
+        "eval", "--model", ws / "base", "--adapter", ws / "adapter", "--benchmark", "verification",
+        "--data", ws / "gallery" / "pairs.txt", "--out", out, "--modes", "gate", "proxy", "--no-plots", "--no-progress",
+    )  # fmt: skip
+    assert code == 0
+    return out / "pairs_report.json" if (out / "pairs_report.json").exists() else next(out.glob("*_report.json"))

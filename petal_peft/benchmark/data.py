@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,11 +18,15 @@ from PIL import Image
 from ..images import to_rgb8
 from ..registry import Registry
 
+if TYPE_CHECKING:
+    from .settings import BenchmarkSettings
+
 __all__ = [
     "DATA_SOURCES",
     "DISTRACTOR",
     "BenchmarkData",
     "EvalSplit",
+    "benchmark_data",
     "calibration_images",
     "degrade_images",
     "random_verification_pairs",
@@ -152,3 +156,12 @@ def random_verification_pairs(
     pick = np.concatenate([rng.choice(gen, half, replace=False), rng.choice(imp, half, replace=False)])
     pick = pick[rng.permutation(len(pick))]
     return i[pick], j[pick], same[pick]
+
+
+def benchmark_data(
+    s: BenchmarkSettings, image_size: int, adapt: dict[str, list[Image.Image]], splits: dict[str, EvalSplit], **fields
+) -> BenchmarkData:
+    """What every source returns: its adaptation set and splits, and the gate-calibration images the settings ask
+    for, drawn from the adaptation set (``fields``: the description, tag, terms and summary)."""
+    sharp, low = calibration_images(adapt, s.calibration_images, s.capture_sizes("train", image_size), image_size)
+    return BenchmarkData(image_size=image_size, adapt=adapt, calib_sharp=sharp, calib_low=low, splits=splits, **fields)

@@ -36,6 +36,13 @@ class BranchFactors:
     def rank(self) -> int:
         return int(self.down.shape[0])
 
+    @classmethod
+    def of_reference(cls, state: Mapping[str, torch.Tensor], module: str, suffix: str = "") -> BranchFactors:
+        """The branch the reference keeps in ``module`` as ``trainable_lora_down{suffix}`` / ``..._up{suffix}``."""
+        return cls(
+            state[f"{module}.trainable_lora_down{suffix}.weight"], state[f"{module}.trainable_lora_up{suffix}.weight"]
+        )
+
 
 @dataclass
 class ModuleFactors:

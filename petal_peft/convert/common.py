@@ -12,8 +12,6 @@ import math
 import os
 import pickle
 import re
-import secrets
-import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -22,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..files import atomic_directory
 
 __all__ = [
     "CheckpointFormatError",
@@ -238,27 +238,18 @@ def lora_alpha_for(scale: float, rank: int) -> float | int:
 
 @contextmanager
 def staged_directory(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty staging folder beside ``final``; on success it replaces ``final`` in one rename.
+    """Yield an empty staging folder beside ``final``; on success it replaces ``final`` in one rename
+    (:func:`petal_peft.files.atomic_directory`, which honours the umask).
 
-    Refuses to replace an existing non-empty ``final`` unless ``overwrite``. The staging folder is made with
-    ``mkdir`` so it honours the umask (``tempfile.mkdtemp`` would make it private).
+    Refuses to replace an existing non-empty ``final`` unless ``overwrite``.
     """
     final = Path(final)
     if final.exists() and not final.is_dir():
         raise FileExistsError(f"{final} exists and is not a folder.")
     if final.is_dir() and any(final.iterdir()) and not overwrite:
         raise FileExistsError(f"{final} exists and is not empty; choose another output folder or pass overwrite.")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f".{final.name}.{secrets.token_hex(4)}.tmp"
-    staging.mkdir()
-    try:
+    with atomic_directory(final) as staging:
         yield staging
-        from ..files import publish_directory
-
-        publish_directory(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 class Stopwatch:

@@ -23,14 +23,16 @@ import torch
 from .adapter import BranchFactors, ModuleFactors
 from .common import CheckpointFormatError, ConversionResult, check_layout, read_state_dict
 from .output import (
-    IQA_HIGHER_IS_BETTER,
     ConvertedModel,
     OutputSettings,
+    base_card,
     load_mapped_weights,
+    patch_kernel,
     require_tensor,
+    target_modules_regex,
     write_conversion,
 )
-from .petalface import split_qkv_factors
+from .petalface import qkv_module_factors
 
 __all__ = ["convert_insightface_vit", "infer_vit_architecture"]
 
@@ -52,12 +54,7 @@ def infer_vit_architecture(
     pos = _require(state, "pos_embed", source)
     _require(state, "blocks.0.attn.qkv.weight", source)
     _require(state, "feature.0.weight", source)
-    if proj.dim() != 4 or proj.shape[2] != proj.shape[3]:
-        raise CheckpointFormatError(
-            f"{source}: patch_embed.proj.weight has shape {tuple(proj.shape)}, expected a "
-            "square [dim, channels, patch, patch] kernel."
-        )
-    dim, channels, patch = int(proj.shape[0]), int(proj.shape[1]), int(proj.shape[2])
+    dim, channels, patch = patch_kernel(proj, source)
     tokens = int(pos.shape[1]) if pos.dim() == 3 else -1
     grid = math.isqrt(max(tokens, 0))
     if grid * grid != tokens or grid == 0:
@@ -193,25 +190,13 @@ def map_lora_factors(state: Mapping[str, torch.Tensor], arch: Mapping[str, Any],
     """FaceViTModel module name -> LoRA factors (high-quality branch = the reference's branch for good images)."""
     factors: dict[str, ModuleFactors] = {}
     dual = arch["layout"] == "quality_gated"
-    high_suffix, low_suffix = ("2", "") if IQA_HIGHER_IS_BETTER[iqa] else ("", "2")
     if "lora_rank" in arch:
         for block in range(arch["num_hidden_layers"]):
-            ref, ours = f"blocks.{block}.attn.qkv.trainable_lora_", f"encoder.layers.{block}.attention."
-            if dual:
-                high = split_qkv_factors(
-                    state[ref + f"down{high_suffix}.weight"], state[ref + f"up{high_suffix}.weight"]
-                )
-                low = split_qkv_factors(state[ref + f"down{low_suffix}.weight"], state[ref + f"up{low_suffix}.weight"])
-                for name in high:
-                    factors[ours + name] = ModuleFactors(high[name], low[name])
-            else:
-                for name, branch in split_qkv_factors(state[ref + "down.weight"], state[ref + "up.weight"]).items():
-                    factors[ours + name] = ModuleFactors(branch)
+            ours = f"encoder.layers.{block}.attention."
+            factors.update(qkv_module_factors(state, f"blocks.{block}.attn.qkv", ours, dual, iqa))
     for name, ours in _HEAD_LINEARS.items():
         if f"{name.replace('.', '_')}_lora_rank" in arch:
-            branch = BranchFactors(
-                state[f"{name}.trainable_lora_down.weight"], state[f"{name}.trainable_lora_up.weight"]
-            )
+            branch = BranchFactors.of_reference(state, name)
             factors[ours] = ModuleFactors(branch, branch if dual else None)  # un-gated: same in both branches
     return factors
 
@@ -223,19 +208,7 @@ def _target_regex(factors: Mapping[str, ModuleFactors]) -> str:
     heads = sorted(name.removeprefix("embedding_head.") for name in factors if name.startswith("embedding_head."))
     if heads:
         parts.append(r"embedding_head\.(" + "|".join(heads) + ")")
-    return "|".join(f"(.*\\.)?{part}" for part in parts)
-
-
-def _base_card(source: str, arch: Mapping[str, Any]) -> str:
-    return (
-        "---\nlibrary_name: transformers\ntags:\n- face-recognition\n- petal-peft\n---\n\n"
-        f"# Face ViT converted from `{source}`\n\n"
-        "An insightface arcface_torch face-recognition ViT (`model_type: face_vit`, no CLS token) converted by "
-        "petal-peft. Load it with `import petal_peft` first, then "
-        "`AutoModel.from_pretrained(...)`; the face embedding is the output's `pooler_output`. Input: aligned RGB "
-        f"faces of {arch['image_size']} px, normalised to [-1, 1] (see `preprocessor_config.json`).\n\n"
-        "The weights are those of the original checkpoint; their licence and terms of use are its authors'.\n"
-    )
+    return target_modules_regex(parts)
 
 
 def convert_insightface_vit(
@@ -294,5 +267,7 @@ def convert_insightface_vit(
     factors = map_lora_factors(state, arch, iqa)
     notes = ["mask_token (training-time token masking) is not converted"] if "mask_token" in state else []
     del state
-    converted = ConvertedModel(model, arch, factors, _base_card(source, arch), _target_regex(factors), notes)
+    what = "An insightface arcface_torch face-recognition ViT (`model_type: face_vit`, no CLS token)"
+    card = base_card(f"Face ViT converted from `{source}`", what, arch["image_size"])
+    converted = ConvertedModel(model, arch, factors, card, _target_regex(factors), notes)
     return write_conversion(converted, settings)

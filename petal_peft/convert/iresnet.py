@@ -28,6 +28,7 @@ from .common import CheckpointFormatError, ConversionResult, Stopwatch, check_la
 from .output import (
     ConvertedModel,
     OutputSettings,
+    base_card,
     load_mapped_weights,
     require_tensor,
     write_conversion,
@@ -210,24 +211,7 @@ def map_lora_factors(state: Mapping[str, torch.Tensor], arch: Mapping[str, Any])
     if "lora_rank" not in arch:
         return {}
     names = [*_conv_names(arch), "fc"]
-    return {
-        name: ModuleFactors(
-            BranchFactors(state[f"{name}.trainable_lora_down.weight"], state[f"{name}.trainable_lora_up.weight"])
-        )
-        for name in names
-    }
-
-
-def _base_card(source: str, arch: Mapping[str, Any]) -> str:
-    return (
-        "---\nlibrary_name: transformers\ntags:\n- face-recognition\n- petal-peft\n---\n\n"
-        f"# Face IResNet-{arch['num_layers']} converted from `{source}`\n\n"
-        "An insightface IResNet face-recognition model (`model_type: face_iresnet`) converted by petal-peft. Load it "
-        "with `import petal_peft` first, then `AutoModel.from_pretrained(...)`; the face embedding is the output's "
-        f"`pooler_output`. Input: aligned RGB faces of {arch['image_size']} px, normalised to [-1, 1] (see "
-        "`preprocessor_config.json`).\n\n"
-        "The weights are those of the original checkpoint; their licence and terms of use are its authors'.\n"
-    )
+    return {name: ModuleFactors(BranchFactors.of_reference(state, name)) for name in names}
 
 
 def _arch_text(arch: Mapping[str, Any]) -> str:
@@ -262,7 +246,9 @@ def convert_iresnet_state(
     if factors:
         notes.append("LoRA on every convolution (stem and shortcuts included) and on fc, as PETALface's IResNet")
     del state
-    converted = ConvertedModel(model, arch, factors, _base_card(source, arch), _LORA_TARGETS, notes)
+    what = "An insightface IResNet face-recognition model (`model_type: face_iresnet`)"
+    card = base_card(f"Face IResNet-{arch['num_layers']} converted from `{source}`", what, arch["image_size"])
+    converted = ConvertedModel(model, arch, factors, card, _LORA_TARGETS, notes)
     return write_conversion(converted, settings)
 
 

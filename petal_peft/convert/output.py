@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,16 +21,37 @@ __all__ = [
     "ConvertedModel",
     "OutputSettings",
     "adapter_notes",
+    "base_card",
     "check_iqa",
     "gate_kwargs",
     "load_mapped_weights",
     "missing_key_error",
+    "patch_kernel",
     "require_tensor",
+    "target_modules_regex",
     "write_conversion",
 ]
 
 #: direction of the IQA score the reference computed alpha from: decides which reference branch is high quality
 IQA_HIGHER_IS_BETTER = {"brisque": False, "cnniqa": True}
+
+
+def base_card(title: str, what: str, image_size: int) -> str:
+    """A converted base model's README: model-card front matter, the ``title`` heading, ``what`` the model is, how
+    to load and feed it, and the note that the weights keep their authors' terms."""
+    return (
+        "---\nlibrary_name: transformers\ntags:\n- face-recognition\n- petal-peft\n---\n\n"
+        f"# {title}\n\n"
+        f"{what} converted by petal-peft. Load it with `import petal_peft` first (which registers the architecture), "
+        "then `AutoModel.from_pretrained(...)`; the face embedding is the output's `pooler_output`. Input: aligned "
+        f"RGB faces of {image_size} px, normalised to [-1, 1] (see `preprocessor_config.json`).\n\n"
+        "The weights are those of the original checkpoint; their licence and terms of use are its authors'.\n"
+    )
+
+
+def target_modules_regex(parts: Sequence[str]) -> str:
+    """A PEFT ``target_modules`` regex that matches any of the module-name patterns ``parts`` at any depth."""
+    return "|".join(f"(.*\\.)?{part}" for part in parts)
 
 
 def check_iqa(iqa: str) -> str:
@@ -45,10 +66,20 @@ def missing_key_error(state: Mapping[str, torch.Tensor], key: str, source: str, 
     """The error for a state dict that lacks ``key``: names the file, the kind expected and its first keys."""
     shown = ", ".join(sorted(state)[:6])
     more = " ..." if len(state) > 6 else ""
-    article = "an" if what[:1].lower() in "aeiou" else "a"
     return CheckpointFormatError(
-        f"{source} is not {article} {what}: it has no {key!r} (its first keys: {shown}{more})."
+        f"{source} is not {with_article(what)}: it has no {key!r} (its first keys: {shown}{more})."
     )
+
+
+def patch_kernel(proj: torch.Tensor, source: str, width: str = "dim") -> tuple[int, int, int]:
+    """(width, channels, patch) of a transformer's ``patch_embed.proj.weight``, or a CheckpointFormatError
+    unless it is a square ``[width, channels, patch, patch]`` kernel (``width`` names the first dimension)."""
+    if proj.dim() != 4 or proj.shape[2] != proj.shape[3]:
+        raise CheckpointFormatError(
+            f"{source}: patch_embed.proj.weight has shape {tuple(proj.shape)}, expected a "
+            f"square [{width}, channels, patch, patch] kernel."
+        )
+    return int(proj.shape[0]), int(proj.shape[1]), int(proj.shape[2])
 
 
 #: a key only one checkpoint family has -> (what that family is, how to convert it)

@@ -36,8 +36,11 @@ from .output import (
     IQA_HIGHER_IS_BETTER,
     ConvertedModel,
     OutputSettings,
+    base_card,
     load_mapped_weights,
     missing_key_error,
+    patch_kernel,
+    target_modules_regex,
     write_conversion,
 )
 
@@ -75,12 +78,7 @@ def infer_swin_architecture(
     proj = _require(state, "patch_embed.proj.weight", source)
     _require(state, "layers.0.blocks.0.attn.qkv.weight", source)
     _require(state, "feature_layer.2.weight", source)
-    if proj.dim() != 4 or proj.shape[2] != proj.shape[3]:
-        raise CheckpointFormatError(
-            f"{source}: patch_embed.proj.weight has shape {tuple(proj.shape)}, expected a "
-            "square [embed_dim, channels, patch, patch] kernel."
-        )
-    embed_dim, channels, patch = int(proj.shape[0]), int(proj.shape[1]), int(proj.shape[2])
+    embed_dim, channels, patch = patch_kernel(proj, source, "embed_dim")
     stages = 1 + max(int(m.group(1)) for k in state if (m := _STAGE.match(k)))
     depths = []
     for stage in range(stages):
@@ -323,33 +321,37 @@ def split_qkv_factors(down: torch.Tensor, up: torch.Tensor) -> dict[str, BranchF
     }
 
 
+def qkv_module_factors(
+    state: Mapping[str, torch.Tensor], ref_qkv: str, ours: str, dual: bool, iqa: str
+) -> dict[str, ModuleFactors]:
+    """The LoRA of the reference's fused ``ref_qkv`` as factors of our ``{ours}q_proj`` / ``k_proj`` / ``v_proj``:
+    both branches when ``dual`` (our high-quality branch is the reference's branch for good images under ``iqa``),
+    else its single branch."""
+
+    def split(suffix: str) -> dict[str, BranchFactors]:
+        branch = BranchFactors.of_reference(state, ref_qkv, suffix)
+        return split_qkv_factors(branch.down, branch.up)
+
+    if not dual:
+        return {ours + name: ModuleFactors(branch) for name, branch in split("").items()}
+    high_suffix, low_suffix = ("2", "") if IQA_HIGHER_IS_BETTER[iqa] else ("", "2")
+    high, low = split(high_suffix), split(low_suffix)
+    return {ours + name: ModuleFactors(high[name], low[name]) for name in high}
+
+
 def map_lora_factors(state: Mapping[str, torch.Tensor], arch: Mapping[str, Any], iqa: str) -> dict[str, ModuleFactors]:
     """FaceSwinModel module name -> LoRA factors, oriented so that our high-quality branch is the reference's
     branch for good images (branch 1 with BRISQUE, branch 2 with CNNIQA)."""
     factors: dict[str, ModuleFactors] = {}
     dual = arch["layout"] == "quality_gated"
-    high_suffix, low_suffix = ("2", "") if IQA_HIGHER_IS_BETTER[iqa] else ("", "2")
     if "lora_rank" in arch:
         for stage, depth in enumerate(arch["depths"]):
             for block in range(depth):
-                ref = f"layers.{stage}.blocks.{block}.attn.qkv.trainable_lora_"
+                ref = f"layers.{stage}.blocks.{block}.attn.qkv"
                 ours = f"encoder.layers.{stage}.blocks.{block}.attention."
-                if dual:
-                    high = split_qkv_factors(
-                        state[ref + f"down{high_suffix}.weight"], state[ref + f"up{high_suffix}.weight"]
-                    )
-                    low = split_qkv_factors(
-                        state[ref + f"down{low_suffix}.weight"], state[ref + f"up{low_suffix}.weight"]
-                    )
-                    for name in high:
-                        factors[ours + name] = ModuleFactors(high[name], low[name])
-                else:
-                    for name, branch in split_qkv_factors(state[ref + "down.weight"], state[ref + "up.weight"]).items():
-                        factors[ours + name] = ModuleFactors(branch)
+                factors.update(qkv_module_factors(state, ref, ours, dual, iqa))
     if "head_lora_rank" in arch:
-        branch = BranchFactors(
-            state["feature_layer.2.trainable_lora_down.weight"], state["feature_layer.2.trainable_lora_up.weight"]
-        )
+        branch = BranchFactors.of_reference(state, "feature_layer.2")
         # the un-gated head LoRA: the same factors in both branches (exact for every q, see the module docstring)
         factors["embedding_head.projection"] = ModuleFactors(branch, branch if dual else None)
     return factors
@@ -360,20 +362,7 @@ def _target_regex(arch: Mapping[str, Any]) -> str:
     parts = ([qkv] if "lora_rank" in arch else []) + (
         [r"embedding_head\.projection"] if "head_lora_rank" in arch else []
     )
-    return "|".join(f"(.*\\.)?{part}" for part in parts)
-
-
-def _base_card(source: str, arch: Mapping[str, Any]) -> str:
-    return (
-        "---\nlibrary_name: transformers\ntags:\n- face-recognition\n- petal-peft\n---\n\n"
-        f"# Face Swin converted from `{source}`\n\n"
-        "A PETALface face-recognition Swin (`model_type: face_swin`) converted by "
-        "petal-peft. Load it with `import petal_peft` first (which "
-        "registers the architecture), then `AutoModel.from_pretrained(...)`; the 512-d face embedding is the "
-        "output's `pooler_output`. Input: aligned RGB faces resized to "
-        f"{arch['image_size']} px, normalised to [-1, 1] (see `preprocessor_config.json`).\n\n"
-        "The weights are those of the original checkpoint; their licence and terms of use are its authors'.\n"
-    )
+    return target_modules_regex(parts)
 
 
 def convert_petalface_checkpoint(
@@ -442,7 +431,9 @@ def convert_petalface_checkpoint(
         "the reference never applies Swin's shifted-window attention mask; the converted config keeps that "
         "(shifted_window_mask=false)"
     ]
-    converted = ConvertedModel(model, arch, factors, _base_card(source, arch), _target_regex(arch), notes)
+    what = "A PETALface face-recognition Swin (`model_type: face_swin`)"
+    card = base_card(f"Face Swin converted from `{source}`", what, arch["image_size"])
+    converted = ConvertedModel(model, arch, factors, card, _target_regex(arch), notes)
     return write_conversion(converted, settings)
 
 

@@ -25,7 +25,8 @@ def natural_key(text: str) -> list[object]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def _image_files(folder: Path, extensions: Sequence[str]) -> list[Path]:
+def folder_images(folder: Path, extensions: Sequence[str]) -> list[Path]:
+    """The image files directly in ``folder`` (hidden files skipped), in natural order of their names."""
     exts = tuple(e.lower() for e in extensions)
     with os.scandir(folder) as it:
         files = [
@@ -81,7 +82,7 @@ class FaceImageFolder(_PathDataset):
             key=lambda p: natural_key(p.name),
         )
         if not identity_dirs:
-            loose = _image_files(self.root, extensions)
+            loose = folder_images(self.root, extensions)
             hint = (
                 f" It holds {len(loose)} loose images: put each identity's images in its own subfolder."
                 if loose
@@ -93,7 +94,7 @@ class FaceImageFolder(_PathDataset):
         self.labels = []
         empty: list[str] = []
         for label, folder in enumerate(identity_dirs):
-            files = _image_files(folder, extensions)
+            files = folder_images(folder, extensions)
             if not files:
                 empty.append(str(folder))
             self.classes.append(folder.name)
@@ -148,7 +149,7 @@ class TinyFaceEvalSplit(_PathDataset):
             raise DataValidationError(
                 f"TinyFace evaluation root {root} lacks folder(s) {missing}; expected {list(self.SUBSETS)}."
             )
-        files = {s: (_image_files(root / s, extensions) if (root / s).is_dir() else []) for s in self.SUBSETS}
+        files = {s: (folder_images(root / s, extensions) if (root / s).is_dir() else []) for s in self.SUBSETS}
         for s in needed:
             if not files[s]:
                 raise DataValidationError(f"TinyFace folder {root / s} is empty: no images.")

@@ -13,21 +13,13 @@ from typing import Any
 
 from petal_peft.data.base import IMAGE_EXTENSIONS, FaceDataset
 from petal_peft.data.errors import DataValidationError
-from petal_peft.data.folder import _PathDataset, natural_key
+from petal_peft.data.folder import _PathDataset, folder_images
 from petal_peft.data.transforms import FaceTransform, LowResolutionDegradation
 from petal_peft.data.validation import validate_face_dataset
 
 __all__ = ["UNLABELED", "UnlabeledImageFolder", "build_unlabeled_face_dataset", "label_free_reason"]
 
 UNLABELED = -100
-
-
-def _loose_images(root: Path, extensions: Sequence[str]) -> list[Path]:
-    exts = {e.lower() for e in extensions}
-    return sorted(
-        (p for p in root.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts),
-        key=lambda p: natural_key(p.name),
-    )
 
 
 class UnlabeledImageFolder(_PathDataset):
@@ -49,7 +41,7 @@ class UnlabeledImageFolder(_PathDataset):
         self.description = f"image folder {self.root} (no identity labels)"
         if not self.root.is_dir():
             raise DataValidationError(f"image folder {self.root} does not exist or is not a directory.")
-        self.paths = _loose_images(self.root, extensions)
+        self.paths = folder_images(self.root, extensions)
         if not self.paths:
             raise DataValidationError(f"image folder {self.root} holds no images ({', '.join(extensions)}).")
         self.labels = [UNLABELED] * len(self.paths)
@@ -71,7 +63,7 @@ def label_free_reason(source: str | os.PathLike) -> str | None:
         return None
     if kind == "folder" and path.is_dir():
         has_subfolders = any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir())
-        if not has_subfolders and _loose_images(path, IMAGE_EXTENSIONS):
+        if not has_subfolders and folder_images(path, IMAGE_EXTENSIONS):
             return "a plain folder of images, no identity subfolders"
     if kind == "hf_saved":
         try:

@@ -236,27 +236,19 @@ def _part_modules(
 ) -> dict[str, tuple[nn.Module, list[str], list[str], dict[str, Any]]]:
     from petal_peft.tuner.proxy import merged_encoder
 
+    proxies = {
+        GALLERY_ENCODER: (high_quality, "proxy encoder for sharp (gallery) images"),
+        PROBE_ENCODER: (low_quality, "proxy encoder for low-quality (probe) images"),
+    }
     out: dict[str, tuple[nn.Module, list[str], list[str], dict[str, Any]]] = {}
     for part in parts:
-        if part == GALLERY_ENCODER:
+        if part in proxies:
+            quality, what = proxies[part]
             out[part] = (
-                EmbeddingEncoder(merged_encoder(peft_model, high_quality)),
+                EmbeddingEncoder(merged_encoder(peft_model, quality)),
                 ["pixel_values"],
                 ["embedding"],
-                {
-                    "what": "proxy encoder for sharp (gallery) images: the adapter merged into the base weights",
-                    "merged_quality": high_quality,
-                },
-            )
-        elif part == PROBE_ENCODER:
-            out[part] = (
-                EmbeddingEncoder(merged_encoder(peft_model, low_quality)),
-                ["pixel_values"],
-                ["embedding"],
-                {
-                    "what": "proxy encoder for low-quality (probe) images: the adapter merged into the base weights",
-                    "merged_quality": low_quality,
-                },
+                {"what": f"{what}: the adapter merged into the base weights", "merged_quality": quality},
             )
         elif part == GATED:
             out[part] = (

@@ -18,7 +18,6 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from .gated_layer import QualityGatedLayer
-from .quality_state import QualityState
 
 __all__ = ["QualityGatedConv2d", "check_conv_rank"]
 
@@ -65,24 +64,13 @@ class QualityGatedConv2d(QualityGatedLayer, LoraConv2d):
     LoRA, whose down-convolution ignores groups, cannot merge such layers).
     """
 
-    def __init__(
-        self,
-        base_layer: nn.Module,
-        adapter_name: str,
-        config: Any,
-        r: int = 0,
-        lora_alpha: int = 1,
-        quality_state: QualityState | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, base_layer: nn.Module, adapter_name: str, config: Any, r: int = 0, **kwargs: Any) -> None:
         conv = base_layer.get_base_layer() if isinstance(base_layer, BaseTunerLayer) else base_layer
         check_conv_rank(conv, r, kwargs.get("target_name"))
         with warnings.catch_warnings():
             # PEFT warns that its conv LoRA cannot merge grouped convolutions; this layer can.
             warnings.filterwarnings("ignore", message=".*groups > 1. Merging is not supported.*")
-            super().__init__(base_layer, adapter_name, config=config, r=r, lora_alpha=lora_alpha, **kwargs)
-        # Plain attribute (not a submodule): one state object shared by every gated layer of the model.
-        self.quality_state = quality_state if quality_state is not None else QualityState()
+            super().__init__(base_layer, adapter_name, config=config, r=r, **kwargs)
 
     @property
     def _unit_blocks(self) -> int:
@@ -136,6 +124,13 @@ class QualityGatedConv2d(QualityGatedLayer, LoraConv2d):
         up = torch.cat([self.lora_B[adapter].weight, self.lora_B_lq[adapter].weight], dim=1)
         return down, up
 
+    def _project_down(self, inputs: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+        # the base layer's own convolution (stride, padding and padding mode, dilation, groups) with 2r outputs
+        return self.get_base_layer()._conv_forward(inputs, down, None)
+
+    def _apply_unit_scales(self, hidden: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        return hidden * scales[:, :, None, None]
+
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         active, result = self._start_forward(x, args, kwargs)
         if not active:
@@ -147,18 +142,7 @@ class QualityGatedConv2d(QualityGatedLayer, LoraConv2d):
         row_quality = self.quality_state.rows(x.shape[0])
         base = self.get_base_layer()
         for adapter in active:
-            down, up = self._stacked_factors(adapter)
-            inputs = self._cast_input_dtype(x, down.dtype)
-            dropout = self.lora_dropout[adapter]
-            position = self.dropout_position.get(adapter, "hidden")
-            if position == "input":
-                inputs = dropout(inputs)
-            # the base layer's own convolution (stride, padding and padding mode, dilation, groups) with 2r outputs
-            hidden = base._conv_forward(inputs, down, None)
-            scales = self._unit_scales(adapter, row_quality, hidden.dtype)
-            hidden = hidden * scales[:, :, None, None]
-            if position == "hidden":
-                hidden = dropout(hidden)
+            hidden, up = self._scaled_hidden(adapter, x, row_quality)
             result = _add_up_projection(result.to(hidden.dtype), hidden, up, base.groups)
         if unbatched:
             result = result.squeeze(0)

@@ -17,6 +17,8 @@ from peft.tuners.lora import LoraLayer
 from peft.tuners.tuners_utils import check_adapters_to_merge
 from torch import nn
 
+from .quality_state import QualityState
+
 __all__ = ["QualityGatedLayer"]
 
 
@@ -25,12 +27,28 @@ class QualityGatedLayer:
     :class:`~petal_peft.QualityGatedConv2d`); ``isinstance(module, QualityGatedLayer)`` finds them all.
 
     A subclass provides ``_new_low_quality_factors`` (the LQ branch's two modules), ``_stacked_factors`` (the fused
-    down and up weights) and ``_delta_from_factors`` (the weight change at given per-unit scales), and may set
+    down and up weights), ``_project_down`` and ``_apply_unit_scales`` (the fused forward's down-projection and
+    per-row scaling) and ``_delta_from_factors`` (the weight change at given per-unit scales), and may set
     ``_unit_blocks`` (how many groups interleave HQ and LQ units in the fused hidden layer; 1 for a linear layer).
+    Every gated layer takes the model's shared ``quality_state`` (a fresh one when none is given).
     """
 
     adapter_layer_names = LoraLayer.adapter_layer_names + ("lora_A_lq", "lora_B_lq")
     other_param_names = LoraLayer.other_param_names + ("dropout_position",)
+
+    def __init__(
+        self,
+        base_layer: nn.Module,
+        adapter_name: str,
+        config: Any,
+        r: int = 0,
+        lora_alpha: int = 1,
+        quality_state: QualityState | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(base_layer, adapter_name, config=config, r=r, lora_alpha=lora_alpha, **kwargs)
+        # Plain attribute (not a submodule): one state object shared by every gated layer of the model.
+        self.quality_state = quality_state if quality_state is not None else QualityState()
 
     def _ensure_low_quality_containers(self) -> None:
         # LoRA's __init__ resets nn.Module state and then calls update_layer, so the containers are made here.
@@ -102,6 +120,34 @@ class QualityGatedLayer:
     def _fixed_unit_scales(self, adapter: str, quality: float, dtype: torch.dtype, device: Any) -> torch.Tensor:
         """The unit scales [2r] at one fixed quality (what merging uses)."""
         return self._unit_scales(adapter, torch.tensor([quality], dtype=dtype, device=device), dtype)[0]
+
+    # ------------------------------------------------------------------------------------------ forward
+    def _project_down(self, inputs: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _apply_unit_scales(self, hidden: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _scaled_hidden(
+        self, adapter: str, x: torch.Tensor, row_quality: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One adapter's fused 2r hidden units on ``x``, scaled per row by ``s q`` / ``s (1 - q)`` (with the
+        adapter's dropout on the input or on the hidden units), and the fused up weight that maps them to outputs.
+
+        A subclass provides ``_project_down`` (its operation with the stacked down weight) and
+        ``_apply_unit_scales`` (how the [rows, 2r] scales broadcast over its hidden layout).
+        """
+        down, up = self._stacked_factors(adapter)
+        inputs = self._cast_input_dtype(x, down.dtype)
+        dropout = self.lora_dropout[adapter]
+        position = self.dropout_position.get(adapter, "hidden")
+        if position == "input":
+            inputs = dropout(inputs)
+        hidden = self._project_down(inputs, down)
+        hidden = self._apply_unit_scales(hidden, self._unit_scales(adapter, row_quality, hidden.dtype))
+        if position == "hidden":
+            hidden = dropout(hidden)
+        return hidden, up
 
     # ------------------------------------------------------------------------------------------ merging
     def _stacked_factors(self, adapter: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,6 @@ from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 
 from .gated_layer import QualityGatedLayer
-from .quality_state import QualityState
 
 
 class QualityGatedLinear(QualityGatedLayer, LoraLinear):
@@ -21,20 +20,6 @@ class QualityGatedLinear(QualityGatedLayer, LoraLinear):
     rank-2r LoRA whose hidden units are scaled by ``[s q] * r + [s (1 - q)] * r``: one down- and one up-projection,
     and the up-projection accumulates straight into the base output (no extra pass over the output).
     """
-
-    def __init__(
-        self,
-        base_layer: nn.Module,
-        adapter_name: str,
-        config: Any,
-        r: int = 0,
-        lora_alpha: int = 1,
-        quality_state: QualityState | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(base_layer, adapter_name, config=config, r=r, lora_alpha=lora_alpha, **kwargs)
-        # Plain attribute (not a submodule): one state object shared by every gated layer of the model.
-        self.quality_state = quality_state if quality_state is not None else QualityState()
 
     def update_layer(self, adapter_name: str, r: int, lora_alpha: int, config: Any, **kwargs: Any) -> None:
         if self.resolve_lora_variant(config=config) is not None:
@@ -54,6 +39,13 @@ class QualityGatedLinear(QualityGatedLayer, LoraLinear):
         up = torch.cat([self.lora_B[adapter].weight, self.lora_B_lq[adapter].weight], dim=1)
         return down, up
 
+    def _project_down(self, inputs: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+        return F.linear(inputs, down)
+
+    def _apply_unit_scales(self, hidden: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        """Scales [rows, 2r] over hidden [..., 2r] whose leading dimensions hold ``rows`` images."""
+        return hidden.reshape(scales.shape[0], -1, hidden.shape[-1]) * scales.unsqueeze(1)
+
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         active, result = self._start_forward(x, args, kwargs)
         if not active:
@@ -63,16 +55,7 @@ class QualityGatedLinear(QualityGatedLayer, LoraLinear):
         row_quality = self.quality_state.rows(rows)
         out_2d = result.reshape(-1, result.shape[-1])
         for adapter in active:
-            down, up = self._stacked_factors(adapter)
-            inputs = self._cast_input_dtype(x, down.dtype)
-            dropout = self.lora_dropout[adapter]
-            if self.dropout_position.get(adapter, "hidden") == "input":
-                inputs = dropout(inputs)
-            hidden = F.linear(inputs, down)
-            scales = self._unit_scales(adapter, row_quality, hidden.dtype)
-            hidden = hidden.reshape(rows, -1, hidden.shape[-1]) * scales.unsqueeze(1)
-            if self.dropout_position.get(adapter, "hidden") == "hidden":
-                hidden = dropout(hidden)
+            hidden, up = self._scaled_hidden(adapter, x, row_quality)
             hidden_2d = hidden.reshape(-1, hidden.shape[-1])
             # One GEMM that also adds the base output: y = y_base + h B^T.
             out_2d = torch.addmm(out_2d.to(hidden_2d.dtype), hidden_2d, up.t())

@@ -32,7 +32,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ...images import ImageReadError, read_image
-from ..data import DATA_SOURCES, DISTRACTOR, BenchmarkData, EvalSplit, calibration_images, degrade_images, stack_images
+from ..data import DATA_SOURCES, DISTRACTOR, BenchmarkData, EvalSplit, benchmark_data, degrade_images, stack_images
 from ..prepare import IMAGE_PREPARATIONS, build_preparation
 from ..settings import BenchmarkSettings
 
@@ -373,9 +373,6 @@ def real_faces_source(s: BenchmarkSettings, image_size: int) -> BenchmarkData:
     if store is not None and len(images.cache) > before:
         store.write(images.cache)
     adapt = {name: images.load(paths) for name, paths in plan.adapt.items()}
-    calib_sharp, calib_low = calibration_images(
-        adapt, s.calibration_images, s.capture_sizes("train", image_size), image_size
-    )
     probe_sizes = s.capture_sizes("probe", image_size)
     splits = {
         "val": _split(plan.splits["val"], images, image_size, probe_sizes, 11, "validation"),
@@ -393,14 +390,13 @@ def real_faces_source(s: BenchmarkSettings, image_size: int) -> BenchmarkData:
     summary["prepare"] = s.prepare
     summary["probe_capture_px"] = list(probe_sizes)
     summary["train_capture_px"] = list(s.capture_sizes("train", image_size))
-    return BenchmarkData(
+    return benchmark_data(
+        s,
+        image_size,
+        adapt,
+        splits,
         description=description,
         real_faces=True,
-        image_size=image_size,
-        adapt=adapt,
-        calib_sharp=calib_sharp,
-        calib_low=calib_low,
-        splits=splits,
         tag=f"real faces: LFW View-2 folds {', '.join(map(str, folds['eval']))}; research use only",
         terms=REAL_FACE_TERMS,
         summary=summary,

@@ -21,7 +21,7 @@ from ..data import (
     DISTRACTOR,
     BenchmarkData,
     EvalSplit,
-    calibration_images,
+    benchmark_data,
     degrade_images,
     random_verification_pairs,
     stack_images,
@@ -136,9 +136,6 @@ def assemble(
     for name, imgs in groups.items():
         groups[name] = [img.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC) for img in imgs]
     adapt = {k: groups[k] for k in names["adapt"]}
-    calib_sharp, calib_low = calibration_images(
-        adapt, s.calibration_images, s.capture_sizes("train", image_size), image_size
-    )
     probe_sizes = s.capture_sizes("probe", image_size)
     splits = {
         "val": split_from_images(groups, names["val"], [], s, image_size, probe_sizes, 11, probes_per_identity),
@@ -150,15 +147,7 @@ def assemble(
         "adapt": {"identities": len(adapt), "images": sum(len(v) for v in adapt.values())},
         **{k: v.counts() for k, v in splits.items()},
     }
-    return BenchmarkData(
-        image_size=image_size,
-        adapt=adapt,
-        calib_sharp=calib_sharp,
-        calib_low=calib_low,
-        splits=splits,
-        summary=summary,
-        **info,
-    )
+    return benchmark_data(s, image_size, adapt, splits, summary=summary, **info)
 
 
 @DATA_SOURCES.register("synthetic")

@@ -11,6 +11,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..attention import MultiHeadSelfAttention
+from ..layers import check_pixel_values
 from .configuration_face_conv_vit import FaceConvViTConfig, stem_output_size
 
 __all__ = ["FaceConvViTModel", "FaceConvViTPreTrainedModel"]
@@ -69,14 +70,10 @@ class FaceConvViTEmbeddings(nn.Module):
         self.projection = nn.Linear(config.stem_output_channels, config.hidden_size)
         self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_tokens, config.hidden_size))
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.image_size = config.image_size
+        self.num_channels, self.image_size = config.num_channels, config.image_size
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        if pixel_values.dim() != 4 or pixel_values.shape[-2:] != (self.image_size, self.image_size):
-            raise ValueError(
-                f"pixel_values must be [batch, channels, {self.image_size}, {self.image_size}], "
-                f"got {tuple(pixel_values.shape)}; resize the images (the image processor does)."
-            )
+        check_pixel_values("FaceConvViTModel", pixel_values, self.num_channels, self.image_size)
         features = self.stem(pixel_values)
         tokens = self.projection(features.flatten(2).transpose(1, 2))
         return self.dropout(tokens + self.position_embeddings)
