@@ -103,6 +103,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     run.add_argument("--head-init", dest="head_init", choices=("random", "imprint"), default=None)
     run.add_argument(
+        "--gate-mode",
+        dest="gate_mode",
+        choices=("sigmoid", "linear"),
+        default=None,
+        help="the calibrated gate of our rows: sigmoid (default) or linear (a clamped ramp: q is exactly 1 or 0 "
+        "for clearly sharp or degraded images)",
+    )
+    run.add_argument(
         "--validation-rows",
         choices=("all", "variants"),
         default=None,

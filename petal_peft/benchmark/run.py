@@ -37,9 +37,9 @@ from .sources.synthetic import SYNTHETIC_NOTE
 __all__ = ["benchmark_gate", "run_benchmark", "write_adapt_folder"]
 
 
-def benchmark_gate(data: BenchmarkData, ps: dict[str, Any]) -> dict[str, Any]:
-    """The sigmoid gate of the 'resolution' estimator, calibrated on sharp vs degraded adaptation images (the one
-    calibration that training and ``petal-peft calibrate`` use too)."""
+def benchmark_gate(data: BenchmarkData, ps: dict[str, Any], mode: str = "sigmoid") -> dict[str, Any]:
+    """The gate (``mode``: sigmoid or linear) of the 'resolution' estimator, calibrated on sharp vs degraded
+    adaptation images (the one calibration that training and ``petal-peft calibrate`` use too)."""
     from ..quality import calibrate_gate_on_images
     from .evaluate import normalise
 
@@ -49,7 +49,7 @@ def benchmark_gate(data: BenchmarkData, ps: dict[str, Any]) -> dict[str, Any]:
         "resolution",
         image_mean=ps["image_mean"],
         image_std=ps["image_std"],
-        mode="sigmoid",
+        mode=mode,
     )
 
 
@@ -177,7 +177,7 @@ def run_benchmark(s: BenchmarkSettings, methods: list[MethodSpec] | None = None)
     t0 = time.perf_counter()
     data = build_data(s, image_size)
     timings["data_s"] = time.perf_counter() - t0
-    gate = benchmark_gate(data, ps)
+    gate = benchmark_gate(data, ps, s.gate_mode)
     train_dir = write_adapt_folder(data, work)
     base = load_base(base_model)
     base_params = sum(p.numel() for p in base.parameters())

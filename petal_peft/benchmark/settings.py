@@ -64,6 +64,9 @@ class BenchmarkSettings:
     distill_weight: float = 1.0  # of the distillation term in margin+distill
     distill_degrade_fraction: float = 0.5  # share of degraded images in a distillation batch (the rest sharp)
     head_init: str = "random"  # the margin head: random, or imprint (class prototypes of the frozen base)
+    # the gated rows' gate, calibrated on sharp vs degraded adaptation images: "sigmoid", or "linear" (a clamped
+    # ramp of the same slope: clearly sharp images get exactly q = 1, clearly degraded ones q = 0)
+    gate_mode: str = "sigmoid"
     targets: str = "default"  # the adapters' target modules: default, all-linear, or a named set of the base
     head: str = "cosface"
     head_scale: float = 32.0
@@ -111,6 +114,8 @@ class BenchmarkSettings:
             raise ValueError(f"objectives must be distinct names among {OBJECTIVES}, got {self.objectives}.")
         if self.head_init not in ("random", "imprint"):
             raise ValueError(f"head_init must be 'random' or 'imprint', got {self.head_init!r}.")
+        if self.gate_mode not in ("sigmoid", "linear"):
+            raise ValueError(f"gate_mode must be 'sigmoid' or 'linear', got {self.gate_mode!r}.")
         if not 0.0 <= self.distill_degrade_fraction <= 1.0:
             raise ValueError(f"distill_degrade_fraction must be in [0, 1], got {self.distill_degrade_fraction}.")
         self.groups = tuple(self.groups)
