@@ -67,13 +67,21 @@ def model_card(
             )
         )
     lines.append(_row(f"**this adapter** (seed {seed}, gate per image)", _eval(mine, "gate", split), b))
+    if "proxy" in mine["modes"]:  # the same weights as two merged encoders: gallery at q = 1, probes at q = 0
+        lines.append(_row(f"this adapter as proxy encoders (seed {seed})", _eval(mine, "proxy", split), b))
     targets = config.get("target_modules") or "the default: attention q/k/v and the final projection"
-    what = "see petal-peft docs/training.md"
-    if config.get("objective") == "distill":
-        what = (
-            "label-free cross-resolution self-distillation: the frozen base's embedding of the sharp image is the "
-            "target of the degraded copy, at its low quality, and of the sharp image, at its high quality"
-        )
+    distill = (
+        "cross-resolution self-distillation: the frozen base's embedding of the sharp image is the target of the "
+        "degraded copy, at its low quality, and of the sharp image, at its high quality"
+    )
+    head = f"a {config.get('head', 'margin')} margin head over the 841 training identities"
+    if config.get("head_init") == "imprint":
+        head += ", started from their mean sharp embeddings under the frozen base (imprinted)"
+    what = {
+        "distill": f"label-free {distill}",
+        "margin": head,
+        "margin+distill": f"{head}, plus {distill}",
+    }.get(config.get("objective"), "see petal-peft docs/training.md")
     return f"""---
 library_name: peft
 base_model: {BASE}
@@ -115,7 +123,8 @@ The command line uses it as any adapter: `petal-peft embed --model {BASE} --adap
 
 The real-face benchmark of petal-peft (`docs/benchmark_real_faces.md`): {where}, people neither the base nor the
 adaptation saw; {protocol}. Flip test
-{"on" if settings.get("flip_test", True) else "off"}; per-image gate.
+{"on" if settings.get("flip_test", True) else "off"}. One seed is published; the benchmark's page gives the mean and
+spread over three.
 
 {chr(10).join(lines)}
 
