@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from testing_utils import FACES, REPO, fake_face_settings, make_fake_faces, needs_faces
+from testing_utils import FACES, HAVE_DLIB, REPO, fake_face_settings, make_fake_faces, needs_dlib, needs_faces
 
 from petal_peft.benchmark import (
     IMAGE_PREPARATIONS,
@@ -270,7 +270,7 @@ def test_report_is_labelled_real_faces(run):
     assert "real faces" in results["data_tag"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("dlib") is None, reason="dlib (the [align] extra) is not installed")
+@needs_dlib
 def test_dlib_reference_embeds_uint8_images():
     from petal_peft.benchmark import DlibFaceDescriptor
 
@@ -376,10 +376,7 @@ def test_budget_estimate_is_consistent(faces, capsys):
     assert report["images"] == {"val": 6 + 11, "eval": 18 + 33, "data": 24 + 17 + 51}
 
 
-HAS_ALIGN = importlib.util.find_spec("petal_peft.align") is not None and importlib.util.find_spec("dlib") is not None
-
-
-@pytest.mark.skipif(not HAS_ALIGN, reason="petal_peft.align or dlib (the [align] extra) is not installed")
+@needs_dlib
 def test_arcface_preparation_gives_the_base_size(faces):
     from petal_peft.benchmark import build_preparation
 
@@ -388,7 +385,7 @@ def test_arcface_preparation_gives_the_base_size(faces):
     assert out.size == (48, 48) and out.mode == "RGB"
 
 
-@pytest.mark.skipif(HAS_ALIGN, reason="petal_peft.align is installed")
+@pytest.mark.skipif(HAVE_DLIB, reason="the align extra is installed")
 def test_arcface_preparation_names_what_is_missing():
     from petal_peft.benchmark import build_preparation
 

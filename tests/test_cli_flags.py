@@ -151,3 +151,17 @@ def test_eval_passes_the_embedder_flags_under_the_builder_names(monkeypatch, tmp
     expected = _kwargs(EMBEDDER, adapter="adapter_path")
     expected.update(proxy_encoders_path=None, modes=["gate", "plain"], pair_role="probe", num_workers=1)
     assert kwargs == dict(expected, device=torch.device("cpu"), progress=False)
+
+
+def test_verify_embeds_the_pair_images_with_the_reading_flags(monkeypatch, tmp_path):
+    import petal_peft.inference
+
+    embedded: list = []
+    encoder = types.SimpleNamespace(info={})
+    monkeypatch.setattr(petal_peft.inference, "build_face_encoder", _recorder([], encoder))
+    monkeypatch.setattr(petal_peft.inference, "embed_paths", _recorder(embedded, stop=True))
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    argv = ["verify", str(a), str(b), "--model", "m", "--threshold", "1.0", "--num-workers", "2", "--no-progress"]
+    with pytest.raises(_Stop):
+        main(argv)
+    assert embedded == [(([str(a), str(b)], encoder), {"align": False, "num_workers": 2, "progress": False})]

@@ -8,7 +8,6 @@ instead of hanging the suite.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from testing_utils import needs_dlib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,10 +46,7 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("dlib") is None or importlib.util.find_spec("petal_peft.align") is None,
-    reason="the arcface preparation needs dlib (the [align] extra)",
-)
+@needs_dlib  # the arcface preparation aligns with dlib
 def test_real_faces_source_after_a_torch_forward_does_not_hang(tmp_path):
     script = tmp_path / "after_torch.py"
     script.write_text(SCRIPT.format(tests=str(REPO / "tests")))

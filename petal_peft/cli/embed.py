@@ -167,7 +167,9 @@ def run_verify(args: argparse.Namespace) -> int:
             check_threshold_applies(
                 threshold_from_report(args.report, mode=args.report_mode, encoder=info.get("encoder")), info
             )
-        embedded = embed_paths(paths, encoder, align=args.align, progress=not args.no_progress)["embeddings"]
+        embedded = embed_paths(
+            paths, encoder, align=args.align, num_workers=args.num_workers, progress=not args.no_progress
+        )["embeddings"]
         row = {p: i for i, p in enumerate(paths)}
         emb_a = embedded[[row[a] for a, _ in pairs_abs]]
         emb_b = embedded[[row[b] for _, b in pairs_abs]]
