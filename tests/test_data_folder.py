@@ -229,3 +229,13 @@ def test_png_folder_and_in_memory_check(tmp_path):
     Image.new("RGB", (4, 4)).save(buf, format="PNG")
     assert check_image_file("mem", buf.getvalue()) is None
     assert "truncated" in check_image_file("mem", buf.getvalue()[:-12])
+
+
+def test_unlabeled_folder_names_a_missing_root_and_a_file_given_as_root(tmp_path):
+    from petal_peft.data.unlabeled import UnlabeledImageFolder
+
+    with pytest.raises(DataValidationError, match="does not exist"):
+        UnlabeledImageFolder(tmp_path / "nowhere")
+    (tmp_path / "a.png").write_bytes(b"")
+    with pytest.raises(DataValidationError, match="is not a directory"):
+        UnlabeledImageFolder(tmp_path / "a.png")

@@ -13,7 +13,7 @@ from typing import Any
 
 from petal_peft.data.base import IMAGE_EXTENSIONS, FaceDataset
 from petal_peft.data.errors import DataValidationError
-from petal_peft.data.folder import _PathDataset, folder_images
+from petal_peft.data.folder import _PathDataset, _require_dir, folder_images
 from petal_peft.data.transforms import FaceTransform, LowResolutionDegradation
 from petal_peft.data.validation import validate_face_dataset
 
@@ -39,8 +39,7 @@ class UnlabeledImageFolder(_PathDataset):
         super().__init__(transform, degradation, seed)
         self.root = Path(root)
         self.description = f"image folder {self.root} (no identity labels)"
-        if not self.root.is_dir():
-            raise DataValidationError(f"image folder {self.root} does not exist or is not a directory.")
+        _require_dir(self.root, "image folder")
         self.paths = folder_images(self.root, extensions)
         if not self.paths:
             raise DataValidationError(f"image folder {self.root} holds no images ({', '.join(extensions)}).")
